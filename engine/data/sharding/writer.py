@@ -1,0 +1,65 @@
+"""Writes one shard: read bytes, optionally re-encode, serialize, temp file, rename.
+
+A shard's bytes depend only on its plan and the options, so any number of worker
+processes produce the same files, and a killed run leaves only whole shards under
+final names (plus `.tmp` files that the next run deletes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from engine.data import schema
+
+TMP_SUFFIX = ".tmp"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+  """Everything a worker process needs to write one shard (picklable)."""
+
+  path: str
+  images: tuple[tuple[str, dict], ...]  # (image path, non-image features)
+  features_spec: dict                   # kwargs of the schema's feature builder
+  source: str
+  image_size: tuple[int, int] | None
+  jpeg_quality: int
+
+
+def build_features(source: str, spec: dict):
+  """The TFDS FeaturesDict for a source and its facts."""
+  if source == "celeba":
+    return schema.celeba_features(**spec)
+  return schema.folder_features(**spec)
+
+
+def _reencode(data: bytes, image_size: tuple[int, int] | None, quality: int) -> bytes:
+  import tensorflow as tf  # only when re-encoding
+
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  if image_size:
+    image = tf.image.resize(image, image_size, method="area", antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return tf.io.encode_jpeg(image, quality=quality, chroma_downsampling=False).numpy()
+
+
+def write_shard(job: ShardJob) -> tuple[str, int]:
+  """Writes `job.path` atomically; returns (path, number of examples)."""
+  import tensorflow as tf
+
+  features = build_features(job.source, job.features_spec)
+  tmp = job.path + TMP_SUFFIX
+  with tf.io.TFRecordWriter(tmp) as writer:
+    for image_path, example in job.images:
+      with open(image_path, "rb") as f:
+        data = f.read()
+      if job.image_size or not image_path.lower().endswith((".jpg", ".jpeg")):
+        try:
+          data = _reencode(data, job.image_size, job.jpeg_quality)
+        except tf.errors.InvalidArgumentError as e:
+          os.remove(tmp)
+          raise ValueError(f"{image_path}: cannot decode image: {e.message}") from None
+      writer.write(features.serialize_example({**example, schema.IMAGE: data}))
+  os.replace(tmp, job.path)
+  return job.path, len(job.images)
