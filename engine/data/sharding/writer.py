@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import tensorflow as tf
+from tensorflow_datasets.core import example_serializer
+
 from engine.data import schema
 
 TMP_SUFFIX = ".tmp"
@@ -35,8 +38,6 @@ def build_features(source: str, spec: dict):
 
 
 def _reencode(data: bytes, image_size: tuple[int, int] | None, quality: int) -> bytes:
-  import tensorflow as tf  # only when re-encoding
-
   image = tf.io.decode_image(data, channels=3, expand_animations=False)
   if image_size:
     image = tf.image.resize(image, image_size, method="area", antialias=True)
@@ -46,9 +47,8 @@ def _reencode(data: bytes, image_size: tuple[int, int] | None, quality: int) -> 
 
 def write_shard(job: ShardJob) -> tuple[str, int]:
   """Writes `job.path` atomically; returns (path, number of examples)."""
-  import tensorflow as tf
-
   features = build_features(job.source, job.features_spec)
+  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
   tmp = job.path + TMP_SUFFIX
   with tf.io.TFRecordWriter(tmp) as writer:
     for image_path, example in job.images:
@@ -60,6 +60,10 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
         except tf.errors.InvalidArgumentError as e:
           os.remove(tmp)
           raise ValueError(f"{image_path}: cannot decode image: {e.message}") from None
-      writer.write(features.serialize_example({**example, schema.IMAGE: data}))
+      encoded = features.encode_example({**example, schema.IMAGE: data})
+      # deterministic=True sorts the feature map: protobuf otherwise orders it by a
+      # per-process hash seed, and shards would differ between runs and workers.
+      proto = serializer.get_tf_example(encoded)
+      writer.write(proto.SerializeToString(deterministic=True))
   os.replace(tmp, job.path)
   return job.path, len(job.images)
