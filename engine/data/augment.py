@@ -1,0 +1,158 @@
+"""In-graph, seeded augmentation ops: one small op per transform.
+
+Every op takes a float32 image `[H, W, 3]` with values in [0, 255] and a stateless seed
+(int32 `[2]`), returns an image of the same shape in the same range, and works eagerly
+and inside tf.data. Magnitudes follow Keras' ImageDataGenerator where it has one, so
+the seeds' recipes port directly (rotation in degrees, shifts and zoom as fractions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Which augmentations to apply; 0 / False turns one off."""
+
+  flip: bool = False
+  rotation_deg: float = 0.0
+  zoom: float = 0.0
+  translate: float = 0.0
+  shear_deg: float = 0.0
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+  random_resized_crop: bool = False
+  crop_scale: tuple[float, float] = (0.35, 1.0)
+  erasing_prob: float = 0.0
+
+  @property
+  def affine(self) -> bool:
+    return any((self.rotation_deg, self.zoom, self.translate, self.shear_deg))
+
+
+def _uniform(seed, low, high):
+  return tf.random.stateless_uniform([], seed, low, high)
+
+
+def _sub_seeds(seed, n: int):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def random_flip(image, seed):
+  return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def _apply_affine(image, matrix):
+  """Warps with a 3x3 output->input pixel matrix about the image centre."""
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  to_centre = tf.convert_to_tensor([[1., 0., -(w - 1) / 2], [0., 1., -(h - 1) / 2], [0., 0., 1.]])
+  from_centre = tf.convert_to_tensor([[1., 0., (w - 1) / 2], [0., 1., (h - 1) / 2], [0., 0., 1.]])
+  full = from_centre @ matrix @ to_centre
+  transform = tf.reshape(full, [9])[:8] / full[2, 2]
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=transform[None], output_shape=shape[:2],
+      fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+  return out[0]
+
+
+def _rotation(angle):
+  c, s = tf.cos(angle), tf.sin(angle)
+  return tf.stack([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
+
+
+def _affine_matrix(seed, image_shape, config: AugmentConfig):
+  s_rot, s_zoom, s_tx, s_ty, s_shear = _sub_seeds(seed, 5)
+  h, w = tf.cast(image_shape[0], tf.float32), tf.cast(image_shape[1], tf.float32)
+  matrix = tf.eye(3)
+  if config.rotation_deg:
+    limit = config.rotation_deg * math.pi / 180
+    matrix = matrix @ _rotation(_uniform(s_rot, -limit, limit))
+  if config.shear_deg:
+    k = tf.tan(_uniform(s_shear, -config.shear_deg, config.shear_deg) * math.pi / 180)
+    matrix = matrix @ tf.stack([[1., k, 0.], [0., 1., 0.], [0., 0., 1.]])
+  if config.zoom:  # output->input scale: >1 shows more of the image (zoom out)
+    z = _uniform(s_zoom, 1 - config.zoom, 1 + config.zoom)
+    matrix = matrix @ tf.stack([[z, 0., 0.], [0., z, 0.], [0., 0., 1.]])
+  if config.translate:
+    tx = _uniform(s_tx, -config.translate, config.translate) * w
+    ty = _uniform(s_ty, -config.translate, config.translate) * h
+    matrix = tf.stack([[1., 0., tx], [0., 1., ty], [0., 0., 1.]]) @ matrix
+  return matrix
+
+
+def random_affine(image, seed, config: AugmentConfig):
+  """Rotation, zoom, translation and shear as one warp (one interpolation, not four)."""
+  return _apply_affine(image, _affine_matrix(seed, tf.shape(image), config))
+
+
+def random_rotation(image, seed, max_deg: float):
+  return random_affine(image, seed, AugmentConfig(rotation_deg=max_deg))
+
+
+def random_zoom(image, seed, zoom: float):
+  return random_affine(image, seed, AugmentConfig(zoom=zoom))
+
+
+def random_translation(image, seed, fraction: float):
+  return random_affine(image, seed, AugmentConfig(translate=fraction))
+
+
+def random_shear(image, seed, max_deg: float):
+  return random_affine(image, seed, AugmentConfig(shear_deg=max_deg))
+
+
+def random_brightness(image, seed, delta: float):
+  """Adds a uniform offset in [-delta, delta] x 255."""
+  return tf.clip_by_value(image + _uniform(seed, -delta, delta) * 255.0, 0.0, 255.0)
+
+
+def random_contrast(image, seed, amount: float):
+  return tf.clip_by_value(
+      tf.image.stateless_random_contrast(image, 1 - amount, 1 + amount, seed), 0.0, 255.0)
+
+
+def random_saturation(image, seed, amount: float):
+  return tf.clip_by_value(
+      tf.image.stateless_random_saturation(image, 1 - amount, 1 + amount, seed), 0.0, 255.0)
+
+
+def random_erasing(image, seed, prob: float, area=(0.02, 0.2), aspect=(0.3, 3.3)):
+  """With probability `prob`, fills one random rectangle with uniform noise."""
+  s_apply, s_area, s_aspect, s_y, s_x, s_noise = _sub_seeds(seed, 6)
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  target = _uniform(s_area, *area) * h * w
+  ratio = tf.exp(_uniform(s_aspect, math.log(aspect[0]), math.log(aspect[1])))
+  eh = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(target * ratio)), 1, h), tf.int32)
+  ew = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(target / ratio)), 1, w), tf.int32)
+  y0 = tf.random.stateless_uniform([], s_y, 0, shape[0] - eh + 1, dtype=tf.int32)
+  x0 = tf.random.stateless_uniform([], s_x, 0, shape[1] - ew + 1, dtype=tf.int32)
+  ys, xs = tf.range(shape[0])[:, None], tf.range(shape[1])[None, :]
+  inside = (ys >= y0) & (ys < y0 + eh) & (xs >= x0) & (xs < x0 + ew)
+  apply = tf.random.stateless_uniform([], s_apply) < prob
+  noise = tf.random.stateless_uniform(tf.shape(image), s_noise, 0.0, 255.0)
+  return tf.where(apply & inside[:, :, None], noise, image)
+
+
+def augment(image, seed, config: AugmentConfig):
+  """Applies every enabled op of `config` in a fixed order."""
+  seeds = _sub_seeds(seed, 6)
+  if config.flip:
+    image = random_flip(image, seeds[0])
+  if config.affine:
+    image = random_affine(image, seeds[1], config)
+  if config.brightness:
+    image = random_brightness(image, seeds[2], config.brightness)
+  if config.contrast:
+    image = random_contrast(image, seeds[3], config.contrast)
+  if config.saturation:
+    image = random_saturation(image, seeds[4], config.saturation)
+  if config.erasing_prob:
+    image = random_erasing(image, seeds[5], config.erasing_prob)
+  return image

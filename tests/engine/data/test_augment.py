@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine.data import augment as A
+
+CFG = A.AugmentConfig(flip=True, rotation_deg=15, zoom=0.2, translate=0.1, shear_deg=10,
+                      brightness=0.2, contrast=0.3, saturation=0.3, erasing_prob=1.0)
+OPS = {
+    "flip": lambda x, s: A.random_flip(x, s),
+    "rotation": lambda x, s: A.random_rotation(x, s, 20.0),
+    "zoom": lambda x, s: A.random_zoom(x, s, 0.2),
+    "translation": lambda x, s: A.random_translation(x, s, 0.2),
+    "shear": lambda x, s: A.random_shear(x, s, 15.0),
+    "brightness": lambda x, s: A.random_brightness(x, s, 0.3),
+    "contrast": lambda x, s: A.random_contrast(x, s, 0.5),
+    "saturation": lambda x, s: A.random_saturation(x, s, 0.5),
+    "erasing": lambda x, s: A.random_erasing(x, s, 1.0),
+    "all": lambda x, s: A.augment(x, s, CFG),
+}
+
+
+def _image(h=24, w=20):
+  return tf.constant(np.random.default_rng(0).uniform(0, 255, (h, w, 3)), tf.float32)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_keeps_shape_and_range_eagerly_and_in_tf_data(name):
+  op, image = OPS[name], _image()
+  seeds = [tf.constant([s, 7], tf.int32) for s in range(8)]
+  eager = [op(image, s) for s in seeds]
+  ds = tf.data.Dataset.from_tensor_slices(tf.stack(seeds)).map(lambda s: op(image, s))
+  graph = list(ds)
+  for e, g in zip(eager, graph):
+    assert e.shape == image.shape and g.shape == image.shape
+    assert float(tf.reduce_min(e)) >= 0.0 and float(tf.reduce_max(e)) <= 255.0
+    np.testing.assert_allclose(e.numpy(), g.numpy(), atol=1e-3)  # same seed, same result
+  assert any(not np.allclose(e.numpy(), image.numpy()) for e in eager)  # it does something
+
+
+def test_flip_mirrors_exactly():
+  image = _image()
+  outs = [A.random_flip(image, tf.constant([s, 0])) for s in range(8)]
+  flipped = [o for o in outs if not np.array_equal(o.numpy(), image.numpy())]
+  assert flipped and np.array_equal(flipped[0].numpy(), image.numpy()[:, ::-1])
+
+
+def test_zero_magnitude_affine_is_identity():
+  image = _image()
+  out = A.random_affine(image, tf.constant([1, 2]), A.AugmentConfig(rotation_deg=1e-9))
+  np.testing.assert_allclose(out.numpy(), image.numpy(), atol=1e-2)
+
+
+def test_erasing_covers_a_rectangle_only():
+  image = tf.zeros([32, 32, 3])
+  out = A.random_erasing(image, tf.constant([3, 4]), 1.0).numpy()
+  ys, xs = np.nonzero(out.sum(-1))
+  assert 0 < len(ys) < 32 * 32
+  assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a full rectangle
+  never = A.random_erasing(image, tf.constant([3, 4]), 0.0).numpy()
+  assert not never.any()

@@ -1,0 +1,97 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine.data.augment import AugmentConfig
+from engine.data.pipeline import (InputConfig, class_weights, make_dataset, num_classes,
+                                  read_manifest)
+
+
+def _labels_of(celeba_dir, split_code, column):
+  parts = dict(l.split() for l in open(os.path.join(celeba_dir, "list_eval_partition.txt")))
+  rows = open(os.path.join(celeba_dir, "list_attr_celeba.txt")).read().splitlines()
+  names = rows[1].split()
+  return sorted(int(r.split()[1 + names.index(column)] == "1") for r in rows[2:]
+                if parts[r.split()[0]] == split_code)
+
+
+def test_training_batches_are_static_uint8_with_binary_labels(celeba_shards):
+  ds = make_dataset(InputConfig(celeba_shards, image_size=(32, 28), global_batch_size=16,
+                                augment=AugmentConfig(flip=True, rotation_deg=10)))
+  assert ds.element_spec[0].shape == (16, 32, 28, 3)  # static for XLA
+  images, labels = next(iter(ds))
+  assert images.dtype == tf.uint8 and labels.dtype == tf.int32
+  assert set(labels.numpy()) <= {0, 1}
+
+
+def test_eval_sees_every_example_exactly_once(celeba_dir, celeba_shards):
+  ds = make_dataset(InputConfig(celeba_shards, split="validation", training=False,
+                                image_size=(32, 28), global_batch_size=10))
+  batches = list(ds)
+  assert len(batches) == 4  # 32 examples: 3 full batches + 2 real in the last
+  masks = np.concatenate([m.numpy() for _, _, m in batches])
+  labels = np.concatenate([l.numpy() for _, l, _ in batches])
+  assert masks.sum() == 32 and masks[:32].all() and not masks[32:].any()
+  assert sorted(labels[masks > 0]) == _labels_of(celeba_dir, "1", "Male")
+
+
+def test_deterministic_pipelines_repeat_exactly(celeba_shards):
+  config = InputConfig(celeba_shards, image_size=(32, 28), global_batch_size=8, seed=5,
+                       deterministic=True, augment=AugmentConfig(flip=True, zoom=0.2, erasing_prob=0.5))
+  first = [b[0].numpy() for b in make_dataset(config).take(3)]
+  second = [b[0].numpy() for b in make_dataset(config).take(3)]
+  other = [b[0].numpy() for b in make_dataset(InputConfig(**{**config.__dict__, "seed": 6})).take(3)]
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  assert not all(np.array_equal(a, c) for a, c in zip(first, other))
+
+
+def test_worker_sharding_splits_files_without_overlap(celeba_shards):
+  config = InputConfig(celeba_shards, training=False, image_size=(32, 28), global_batch_size=4)
+  seen = []
+  for worker in range(2):
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
+                                         num_replicas_in_sync=2)
+    images = [i.numpy()[m.numpy() > 0] for i, _, m in make_dataset(config, context)]
+    seen.append({im.tobytes() for im in np.concatenate(images)})
+  assert not seen[0] & seen[1]
+  assert len(seen[0]) + len(seen[1]) == 96
+
+
+@pytest.mark.parametrize("task,dtype,shape", [("identity", tf.int32, (8,)),
+                                              ("attributes", tf.float32, (8, 4))])
+def test_identity_and_multilabel_tasks(celeba_shards, task, dtype, shape):
+  ds = make_dataset(InputConfig(celeba_shards, task=task, image_size=(32, 28),
+                                global_batch_size=8, output_dtype="float32"))
+  images, labels = next(iter(ds))
+  assert images.dtype == tf.float32 and float(tf.reduce_max(images)) <= 255.0
+  assert labels.dtype == dtype and labels.shape == shape
+  manifest = read_manifest(celeba_shards)
+  if task == "identity":
+    assert 0 <= int(tf.reduce_min(labels)) and int(tf.reduce_max(labels)) < num_classes(manifest, task)
+
+
+def test_class_weights_balance_the_manifest_counts(celeba_shards):
+  manifest = read_manifest(celeba_shards)
+  counts = manifest["splits"]["train"]["class_counts"]["Male"]
+  weights = class_weights(manifest, "attribute", "Male")
+  assert weights[0] * counts["0"] == pytest.approx(weights[1] * counts["1"])
+
+
+def test_balanced_resampling_evens_out_classes(celeba_shards):
+  ds = make_dataset(InputConfig(celeba_shards, image_size=(16, 16), global_batch_size=50,
+                                balance="resample", task="attribute", label_attribute="Eyeglasses"))
+  labels = np.concatenate([l.numpy() for _, l in ds.take(8)])
+  assert abs(labels.mean() - 0.5) < 0.1
+
+
+def test_bad_requests_are_named(celeba_shards):
+  with pytest.raises(ValueError, match="unknown attribute 'Bald'; known: Eyeglasses"):
+    make_dataset(InputConfig(celeba_shards, label_attribute="Bald"))
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    make_dataset(InputConfig(celeba_shards, split="dev"))
+  with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
+    make_dataset(InputConfig("/nonexistent"))
