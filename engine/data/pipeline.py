@@ -166,12 +166,12 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)  # fused: decodes only the crop
   elif config.training and config.augment.affine:  # the warp does the resize too
-    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
+    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
     image = random_affine_resize(image, seed, config.image_size, config.augment)
     image.set_shape([*config.image_size, 3])
     return image
   else:
-    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
+    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
   # Bilinear without antialiasing: CelebA's 218x178 -> 128 px is a mild downscale, and
   # the antialiased kernel costs 50% more than the decode-ceiling's plain resize.
   image = tf.image.resize(image, config.image_size, method="bilinear")
