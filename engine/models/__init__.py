@@ -1,6 +1,6 @@
 """Backbone and head zoo: `build_model(ModelConfig(...))`; registries list what exists."""
 
-from engine.models import heads, resnet  # noqa: F401  (registration side effects)
+from engine.models import applications, googlenet, heads, resnet, vgg  # noqa: F401  (registration)
 from engine.models.builder import build_model
 from engine.models.config import ModelConfig
 from engine.models.registry import BACKBONES, HEADS, BackboneSpec

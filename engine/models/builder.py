@@ -6,7 +6,9 @@ import keras
 
 from engine.models import registry
 from engine.models.config import ModelConfig
+from engine.models.finetune import apply_finetune
 from engine.models.preprocessing import Preprocess
+from engine.models.weights import find_imagenet_weights, load_our_weights
 
 
 def build_model(config: ModelConfig) -> keras.Model:
@@ -19,7 +21,16 @@ def build_model(config: ModelConfig) -> keras.Model:
                      f"got {config.image_size}")
   inputs = keras.Input((*config.image_size, 3), name="pixels")
   x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
-  backbone = spec.build((*config.image_size, 3), config.batch_norm)
+  shape = (*config.image_size, 3)
+  if config.weights == "imagenet":
+    backbone = spec.build(shape, config.batch_norm,
+                          weights=find_imagenet_weights(spec, config.weights_path))
+  else:
+    backbone = spec.build(shape, config.batch_norm)
+  apply_finetune(backbone, config.finetune, config.finetune_last_n)
   features = backbone(x)
   outputs = head(features, config.num_outputs, config.dropout)
-  return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.head}")
+  model = keras.Model(inputs, outputs, name=f"{config.backbone}_{config.head}")
+  if config.weights not in ("none", "", "imagenet"):
+    load_our_weights(model, config.weights)
+  return model
