@@ -1,0 +1,37 @@
+"""Lists the registered backbones and heads.
+
+  python -m launch.models [--backbones=resnet18,vgg11] [--image_size=128,128] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+from engine.models.catalog import describe_zoo
+
+_BACKBONES = flags.DEFINE_list("backbones", None, "Only these (default: all).")
+_IMAGE_SIZE = flags.DEFINE_list("image_size", None, "H,W for params/FLOPs (default: each "
+                                "backbone's own).")
+_JSON = flags.DEFINE_bool("json", False, "Print JSON for machines.")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
+  zoo = describe_zoo(_BACKBONES.value, size)
+  if _JSON.value:
+    print(json.dumps(zoo, indent=2))
+    return
+  print(f"{'backbone':<22}{'size':>9}{'trainable':>13}{'total':>13}{'GFLOPs':>9}  "
+        f"{'preprocessing':<14}{'imagenet'}")
+  for b in zoo["backbones"]:
+    size_text = "x".join(map(str, b["image_size"]))
+    print(f"{b['backbone']:<22}{size_text:>9}{b['trainable_params']:>13,}{b['total_params']:>13,}"
+          f"{b['gflops']:>9.2f}  {b['preprocessing']:<14}{'yes' if b['imagenet_weights'] else 'no'}")
+  print(f"\nheads: {', '.join(zoo['heads'])}")
+
+
+if __name__ == "__main__":
+  app.run(main)
