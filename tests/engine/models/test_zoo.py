@@ -131,11 +131,17 @@ def test_more_hand_written_counts(name, params):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 @pytest.mark.parametrize("name", sorted(set(BACKBONES.names()) - {"tiny_resnet"}))
-def test_every_backbone_builds_with_fused_bn(name):
+def test_every_backbone_builds_with_fused_bn(name, policy):
   spec = BACKBONES.get(name)
   size = max(spec.min_image_size, 32)
-  model = build_model(ModelConfig(name, image_size=(size, size), num_outputs=2))
-  assert model(np.zeros((1, size, size, 3), "float32")).shape == (1, 2)
+  keras.config.set_dtype_policy(policy)
+  try:
+    model = build_model(ModelConfig(name, image_size=(size, size), num_outputs=2))
+  finally:
+    keras.config.set_dtype_policy("float32")
+  out = model(np.zeros((1, size, size, 3), "float32"))
+  assert out.shape == (1, 2) and out.dtype == "float32"
   assert not any(type(l) is keras.layers.BatchNormalization
                  for l in model.get_layer(index=2).layers)
