@@ -95,3 +95,21 @@ def test_bad_requests_are_named(celeba_shards):
     make_dataset(InputConfig(celeba_shards, split="dev"))
   with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
     make_dataset(InputConfig("/nonexistent"))
+
+
+def test_tf_data_service_serves_the_same_batches(celeba_shards):
+  """A local dispatcher and worker (loopback only) run the preprocessing."""
+  dispatcher = tf.data.experimental.service.DispatchServer()
+  address = dispatcher.target.split("://")[1]
+  worker = tf.data.experimental.service.WorkerServer(
+      tf.data.experimental.service.WorkerConfig(dispatcher_address=address))
+  try:
+    config = InputConfig(celeba_shards, split="validation", training=False, image_size=(16, 16),
+                         global_batch_size=8)
+    local = [m.numpy().sum() for _, _, m in make_dataset(config)]
+    served = make_dataset(InputConfig(**{**config.__dict__, "tf_data_service": dispatcher.target}))
+    remote = [m.numpy().sum() for _, _, m in served]
+    assert sorted(remote) == sorted(local) and sum(remote) == 32
+  finally:
+    worker.stop()
+    dispatcher.stop()
