@@ -15,13 +15,19 @@ import os
 import tensorflow as tf
 
 from engine.data import schema
-from engine.data.augment import AugmentConfig, augment, random_affine_resize
+from engine.data.augment import (AugmentConfig, augment, random_affine_batch,
+                                 random_affine_resize)
 
 TASKS = ("attribute", "identity", "attributes")
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
 # Encoded shards up to this size are cached in memory (CelebA-dev: 38 MB; all of CelebA: 1.4 GB).
 MEMORY_CACHE_BUDGET_BYTES = 2 * 2**30
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _needs_warp(augment_config: AugmentConfig) -> bool:
+  """Rotation or shear: a full warp, done per batch by OpenCV (random_affine_batch)."""
+  return bool(augment_config.rotation_deg or augment_config.shear_deg)
 
 
 def _without_affine(augment_config: AugmentConfig) -> AugmentConfig:
@@ -165,7 +171,8 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)  # fused: decodes only the crop
-  elif config.training and config.augment.affine:  # the warp does the resize too
+  elif config.training and config.augment.affine and not _needs_warp(config.augment):
+    # zoom/shift only: a random crop_and_resize box does augmentation and resize at once
     image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
     image = random_affine_resize(image, seed, config.image_size, config.augment)
     image.set_shape([*config.image_size, 3])
@@ -249,6 +256,12 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     if config.balance == "resample":
       ds = _balanced(ds, num_classes(manifest, config.task, config.label_attribute), config.seed)
     ds = ds.batch(batch, drop_remainder=True)
+    if _needs_warp(config.augment):
+      batch_seeds = tf.data.Dataset.random(seed=config.seed + 1).batch(2).map(
+          lambda s: tf.cast(s, tf.int32))
+      ds = tf.data.Dataset.zip((ds, batch_seeds)).map(
+          lambda example, seed: (random_affine_batch(example[0], seed, config.augment), example[1]),
+          num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
   else:
     ds = ds.map(lambda s: to_example(s, tf.zeros([2], tf.int32)), num_parallel_calls=AUTOTUNE,
                 deterministic=True)
