@@ -113,8 +113,8 @@ def random_affine_resize(image, seed, out_size: tuple[int, int], config: Augment
 
 def _affine_matrices(seed, n, h, w, config: AugmentConfig):
   """[n, 2, 3] random output->input matrices about the centre, built vectorised."""
-  s_rot, s_zoom, s_tx, s_ty, s_shear = _sub_seeds(seed, 5)
-  zeros, ones = tf.zeros([n]), tf.ones([n])
+  s_rot, s_zoom, s_tx, s_ty, s_shear, s_flip = _sub_seeds(seed, 6)
+  zeros = tf.zeros([n])
 
   def draw(s, limit):
     return tf.random.stateless_uniform([n], s, -limit, limit) if limit else zeros
@@ -123,20 +123,25 @@ def _affine_matrices(seed, n, h, w, config: AugmentConfig):
   shear = tf.tan(draw(s_shear, config.shear_deg * math.pi / 180))
   zoom = 1.0 + draw(s_zoom, config.zoom)
   tx, ty = draw(s_tx, config.translate) * w, draw(s_ty, config.translate) * h
+  # A horizontal flip is a mirror of the input x axis: free inside the warp.
+  mirror = (tf.where(tf.random.stateless_uniform([n], s_flip) < 0.5, -1.0, 1.0)
+            if config.flip else tf.ones([n]))
   cos, sin = tf.cos(angle), tf.sin(angle)
-  # rotation @ shear @ zoom, then translation; about the centre (cx, cy).
-  a, b = cos * zoom, (cos * shear - sin) * zoom
+  # mirror @ rotation @ shear @ zoom, then translation; about the centre (cx, cy).
+  a, b = mirror * cos * zoom, mirror * (cos * shear - sin) * zoom
   c, d = sin * zoom, (sin * shear + cos) * zoom
   cx, cy = (w - 1) / 2, (h - 1) / 2
-  e = cx + tx - a * cx - b * cy
+  e = cx + mirror * tx - a * cx - b * cy
   f = cy + ty - c * cx - d * cy
-  del ones
   return tf.reshape(tf.stack([a, b, e, c, d, f], axis=1), [n, 2, 3])
 
 
 def _warp_batch_with_opencv(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
   import cv2  # opencv-python-headless: releases the GIL, ~8x TF's kernel on CPU
 
+  # tf.data already runs several batches in parallel: OpenCV's own thread pool on top
+  # would oversubscribe the cores.
+  cv2.setNumThreads(1)
   out = np.empty_like(images)
   h, w = images.shape[1:3]
   for i in range(len(images)):
@@ -146,7 +151,7 @@ def _warp_batch_with_opencv(images: np.ndarray, matrices: np.ndarray) -> np.ndar
 
 
 def random_affine_batch(images, seed, config: AugmentConfig):
-  """The affine part of `config` on a batch `[B, H, W, 3]`, warped by OpenCV.
+  """The affine part of `config` (and its flip) on a batch `[B, H, W, 3]`, by OpenCV.
 
   TensorFlow's projective-transform kernel costs ~1 ms per 128 px image on CPU (as much
   as the JPEG decode) and XLA cannot compile it; OpenCV's warpAffine does the same

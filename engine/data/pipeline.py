@@ -30,9 +30,12 @@ def _needs_warp(augment_config: AugmentConfig) -> bool:
   return bool(augment_config.rotation_deg or augment_config.shear_deg)
 
 
-def _without_affine(augment_config: AugmentConfig) -> AugmentConfig:
+def _per_example_part(augment_config: AugmentConfig) -> AugmentConfig:
+  """What remains per example: the affine part ran in _decode or runs per batch, and
+  with a batch warp the flip folds into its matrix."""
   return dataclasses.replace(augment_config, rotation_deg=0.0, zoom=0.0, translate=0.0,
-                             shear_deg=0.0)
+                             shear_deg=0.0,
+                             flip=augment_config.flip and not _needs_warp(augment_config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +243,7 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     decode_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = _decode(features[schema.IMAGE], decode_seed, config, ratio)
     if config.training:  # the affine part already ran in _decode
-      image = augment(image, augment_seed, _without_affine(config.augment))
+      image = augment(image, augment_seed, _per_example_part(config.augment))
     if out_dtype == tf.uint8:
       image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     else:

@@ -84,3 +84,12 @@ def test_batch_warp_is_seeded_and_keeps_shape_in_tf_data():
   assert first.shape == images.shape
   np.testing.assert_array_equal(first.numpy(), second.numpy())
   assert not np.allclose(first.numpy()[0], first.numpy()[1])  # each image its own draw
+
+
+def test_flip_folds_into_the_batch_warp():
+  images = tf.stack([_image(24, 20)] * 16)
+  out = A.random_affine_batch(images, tf.constant([2, 3]),
+                              A.AugmentConfig(flip=True, rotation_deg=1e-6)).numpy()
+  mirrored = [np.allclose(o, images[0].numpy()[:, ::-1], atol=1e-2) for o in out]
+  kept = [np.allclose(o, images[0].numpy(), atol=1e-2) for o in out]
+  assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
