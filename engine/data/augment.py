@@ -1,8 +1,9 @@
 """In-graph, seeded augmentation ops: one small op per transform.
 
-Every op takes a float32 image `[H, W, 3]` with values in [0, 255] and a stateless seed
-(int32 `[2]`), returns an image of the same shape in the same range, and works eagerly
-and inside tf.data. Magnitudes follow Keras' ImageDataGenerator where it has one, so
+Every op takes an image `[H, W, 3]` with values in [0, 255] and a stateless seed (int32
+`[2]`), returns an image of the same shape in the same range, and works eagerly and
+inside tf.data; `random_affine_batch` takes a batch `[B, H, W, 3]` (one warp call per
+batch, by OpenCV: TensorFlow's CPU kernel is 8x slower). Magnitudes follow Keras' ImageDataGenerator where it has one, so
 the seeds' recipes port directly (rotation in degrees, shifts and zoom as fractions).
 """
 
@@ -48,67 +49,23 @@ def random_flip(image, seed):
   return tf.image.stateless_random_flip_left_right(image, seed)
 
 
-def _centred(h, w):
-  """Matrices moving pixel (0, 0)-based coordinates to and from the image centre."""
-  to_centre = tf.stack([[1., 0., -(w - 1) / 2], [0., 1., -(h - 1) / 2], [0., 0., 1.]])
-  from_centre = tf.stack([[1., 0., (w - 1) / 2], [0., 1., (h - 1) / 2], [0., 0., 1.]])
-  return to_centre, from_centre
+def random_zoom_shift_resize(image, seed, out_size: tuple[int, int], config: AugmentConfig):
+  """Zoom and translation AND the resize to `out_size`, as one `crop_and_resize` box.
 
-
-def _rotation(angle):
-  c, s = tf.cos(angle), tf.sin(angle)
-  return tf.stack([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
-
-
-def _affine_matrix(seed, in_h, in_w, config: AugmentConfig):
-  """A random output->input matrix about the centre, offsets in input pixels."""
-  s_rot, s_zoom, s_tx, s_ty, s_shear = _sub_seeds(seed, 5)
-  matrix = tf.eye(3)
-  if config.rotation_deg:
-    limit = config.rotation_deg * math.pi / 180
-    matrix = matrix @ _rotation(_uniform(s_rot, -limit, limit))
-  if config.shear_deg:
-    k = tf.tan(_uniform(s_shear, -config.shear_deg, config.shear_deg) * math.pi / 180)
-    matrix = matrix @ tf.stack([[1., k, 0.], [0., 1., 0.], [0., 0., 1.]])
-  if config.zoom:  # output->input scale: > 1 shows more of the image (zoom out)
-    z = _uniform(s_zoom, 1 - config.zoom, 1 + config.zoom)
-    matrix = matrix @ tf.stack([[z, 0., 0.], [0., z, 0.], [0., 0., 1.]])
-  if config.translate:
-    tx = _uniform(s_tx, -config.translate, config.translate) * in_w
-    ty = _uniform(s_ty, -config.translate, config.translate) * in_h
-    matrix = tf.stack([[1., 0., tx], [0., 1., ty], [0., 0., 1.]]) @ matrix
-  return matrix
-
-
-def random_affine_resize(image, seed, out_size: tuple[int, int], config: AugmentConfig):
-  """Rotation, zoom, translation, shear AND the resize to `out_size` as one warp.
-
-  On CPU the projective-transform kernel costs about as much as decoding the JPEG
-  (~1 ms at 128 px), so folding the resize into it saves a pass. Without rotation or
-  shear the warp is a box: `crop_and_resize` does it at the price of a plain resize.
+  Without rotation or shear the warp is an axis-aligned box, so it costs no more than
+  the plain resize it replaces. Rotation and shear go through `random_affine_batch`.
   """
-  shape = tf.shape(image)
-  in_h, in_w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-  out_h, out_w = out_size
-  if not config.rotation_deg and not config.shear_deg:
-    s_zoom, s_tx, s_ty = _sub_seeds(seed, 5)[1:4]
-    z = _uniform(s_zoom, 1 - config.zoom, 1 + config.zoom) if config.zoom else 1.0
-    tx = _uniform(s_tx, -config.translate, config.translate) if config.translate else 0.0
-    ty = _uniform(s_ty, -config.translate, config.translate) if config.translate else 0.0
-    box = tf.stack([0.5 + ty - z / 2, 0.5 + tx - z / 2, 0.5 + ty + z / 2, 0.5 + tx + z / 2])
-    out = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], box[None], [0], out_size,
-                                   extrapolation_value=0.0)
-    return tf.clip_by_value(out[0], 0.0, 255.0)
-  scale = tf.stack([[in_w / out_w, 0., 0.], [0., in_h / out_h, 0.], [0., 0., 1.]])
-  to_out_centre, _ = _centred(tf.cast(out_h, tf.float32), tf.cast(out_w, tf.float32))
-  _, from_in_centre = _centred(in_h, in_w)
-  full = from_in_centre @ _affine_matrix(seed, in_h, in_w, config) @ scale @ to_out_centre
-  transform = tf.reshape(full, [9])[:8] / full[2, 2]
-  out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=tf.cast(image, tf.float32)[None], transforms=transform[None],
-      output_shape=tf.constant(out_size, tf.int32), fill_value=0.0, interpolation="BILINEAR",
-      fill_mode="REFLECT")
-  return out[0]
+  if config.rotation_deg or config.shear_deg:
+    raise ValueError("random_zoom_shift_resize does zoom and translation only; rotation and "
+                     "shear need random_affine_batch")
+  s_zoom, s_tx, s_ty = _sub_seeds(seed, 3)
+  z = _uniform(s_zoom, 1 - config.zoom, 1 + config.zoom) if config.zoom else 1.0
+  tx = _uniform(s_tx, -config.translate, config.translate) if config.translate else 0.0
+  ty = _uniform(s_ty, -config.translate, config.translate) if config.translate else 0.0
+  box = tf.stack([0.5 + ty - z / 2, 0.5 + tx - z / 2, 0.5 + ty + z / 2, 0.5 + tx + z / 2])
+  out = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], box[None], [0], out_size,
+                                 extrapolation_value=0.0)
+  return tf.clip_by_value(out[0], 0.0, 255.0)
 
 
 def _affine_matrices(seed, n, h, w, config: AugmentConfig):
@@ -168,8 +125,8 @@ def random_affine_batch(images, seed, config: AugmentConfig):
 
 
 def random_affine(image, seed, config: AugmentConfig):
-  """Rotation, zoom, translation and shear as one warp, keeping the image size."""
-  return random_affine_resize(image, seed, (image.shape[0], image.shape[1]), config)
+  """Rotation, zoom, translation and shear of one image as one warp (OpenCV)."""
+  return random_affine_batch(image[None], seed, config)[0]
 
 
 def random_rotation(image, seed, max_deg: float):
@@ -226,8 +183,8 @@ def augment(image, seed, config: AugmentConfig):
   seeds = _sub_seeds(seed, 6)
   if config.flip:
     image = random_flip(image, seeds[0])
-  if config.affine:
-    image = random_affine(image, seeds[1], config)
+  if config.affine:  # the flip ran above: keep it out of the warp's matrix
+    image = random_affine(image, seeds[1], dataclasses.replace(config, flip=False))
   if config.brightness:
     image = random_brightness(image, seeds[2], config.brightness)
   if config.contrast:

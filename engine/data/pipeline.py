@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from engine.data import schema
 from engine.data.augment import (AugmentConfig, augment, random_affine_batch,
-                                 random_affine_resize)
+                                 random_zoom_shift_resize)
 
 TASKS = ("attribute", "identity", "attributes")
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
@@ -177,7 +177,7 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
   elif config.training and config.augment.affine and not _needs_warp(config.augment):
     # zoom/shift only: a random crop_and_resize box does augmentation and resize at once
     image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
-    image = random_affine_resize(image, seed, config.image_size, config.augment)
+    image = random_zoom_shift_resize(image, seed, config.image_size, config.augment)
     image.set_shape([*config.image_size, 3])
     return image
   else:
