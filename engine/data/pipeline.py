@@ -227,9 +227,18 @@ def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Data
   return ds
 
 
-def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext | None = None
-                 ) -> tf.data.Dataset:
-  """Builds the pipeline; training yields (images, labels), eval (images, labels, mask)."""
+def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext | None = None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
+  """Builds the pipeline; training yields (images, labels), eval (images, labels, mask).
+
+  Args:
+    config: what to read and how.
+    input_context: this input pipeline's place among the replicas (tf.distribute).
+    skip_batches: training only: start after this many batches, as if they had been
+      read. A resumed run passes the batches it already trained on; with
+      `deterministic` it then sees exactly the batches an uninterrupted run would.
+      The skip happens before decoding (encoded records only), so it is cheap.
+  """
   manifest = read_manifest(config.data_dir)
   config.validate(manifest)
   batch = (input_context.get_per_replica_batch_size(config.global_batch_size)
@@ -255,13 +264,17 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2).map(lambda s: tf.cast(s, tf.int32))
     ds = tf.data.Dataset.zip((ds, seeds))
+    if skip_batches and config.balance == "none":
+      ds = ds.skip(skip_batches * batch)
     ds = ds.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
     if config.balance == "resample":
       ds = _balanced(ds, num_classes(manifest, config.task, config.label_attribute), config.seed)
     ds = ds.batch(batch, drop_remainder=True)
+    if skip_batches and config.balance != "none":  # resampling decides after decoding
+      ds = ds.skip(skip_batches)
     if _needs_warp(config.augment):
       batch_seeds = tf.data.Dataset.random(seed=config.seed + 1).batch(2).map(
-          lambda s: tf.cast(s, tf.int32))
+          lambda s: tf.cast(s, tf.int32)).skip(skip_batches)
       ds = tf.data.Dataset.zip((ds, batch_seeds)).map(
           lambda example, seed: (random_affine_batch(example[0], seed, config.augment), example[1]),
           num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)

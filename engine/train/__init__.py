@@ -1,0 +1,12 @@
+"""The trainer: `train(ExperimentConfig)`; see docs/DESIGN.md for the run directory."""
+
+from engine.train.config import ExperimentConfig, TrainConfig
+
+
+def train(config: ExperimentConfig) -> dict:
+  """Trains or resumes the run (imported lazily: TensorFlow starts only when called)."""
+  from engine.train.loop import train as _train
+  return _train(config)
+
+
+__all__ = ["ExperimentConfig", "TrainConfig", "train"]

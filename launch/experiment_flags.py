@@ -1,0 +1,123 @@
+"""The training flags and their translation into one frozen ExperimentConfig.
+
+Override order (written down once): dataclass defaults -> flagfile(s), nested ones
+first, in the order given -> flags on the command line. absl applies the last value
+of a flag it sees, which is exactly this order.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from engine.data.augment import AugmentConfig
+from engine.data.pipeline import InputConfig
+from engine.models.config import ModelConfig
+from engine.train.config import ExperimentConfig, TrainConfig
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+_T, _I, _M, _A = TrainConfig(), InputConfig(data_dir=""), ModelConfig(), AugmentConfig()
+F = flags.FLAGS
+
+# Input.
+flags.DEFINE_string("data_dir", None, "Shard directory (python -m tfrecords.shard writes it).")
+flags.DEFINE_enum("task", _I.task, ["attribute", "identity", "attributes"],
+                  "attribute: one binary attribute; identity: multi-class; attributes: multi-label.")
+flags.DEFINE_string("label_attribute", _I.label_attribute, "Attribute for task=attribute.")
+flags.DEFINE_integer("image_size", _I.image_size[0], "Square input size in pixels.")
+flags.DEFINE_string("batch_size", str(_I.global_batch_size),
+                    "Global batch size, or 'auto' (largest that fits the device).")
+flags.DEFINE_string("cache", _I.cache, "auto | memory | none | a file path.")
+flags.DEFINE_enum("balance", _I.balance, ["none", "resample"], "Balanced class sampling.")
+flags.DEFINE_string("tf_data_service", None, "grpc://host:port of a tf.data service dispatcher.")
+flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")
+# Augmentation (ImageDataGenerator's units).
+flags.DEFINE_bool("flip", _A.flip, "Random horizontal flips.")
+flags.DEFINE_float("rotation", _A.rotation_deg, "Max rotation, degrees.")
+flags.DEFINE_float("zoom", _A.zoom, "Zoom range, fraction.")
+flags.DEFINE_float("translate", _A.translate, "Shift range, fraction of the size.")
+flags.DEFINE_float("shear", _A.shear_deg, "Max shear, degrees.")
+flags.DEFINE_float("brightness", _A.brightness, "Brightness jitter, fraction.")
+flags.DEFINE_float("contrast", _A.contrast, "Contrast jitter, fraction.")
+flags.DEFINE_float("saturation", _A.saturation, "Saturation jitter, fraction.")
+flags.DEFINE_bool("random_resized_crop", _A.random_resized_crop, "Inception-style crops.")
+flags.DEFINE_float("erasing_prob", _A.erasing_prob, "Random-erasing probability.")
+# Model.
+flags.DEFINE_string("backbone", _M.backbone, "Registered backbone (python -m launch.models).")
+flags.DEFINE_string("head", _M.head, "linear | deep | mlp.")
+flags.DEFINE_enum("finetune", _M.finetune, ["frozen", "last_n", "full", "scratch"], "Fine-tuning.")
+flags.DEFINE_integer("finetune_last_n", _M.finetune_last_n, "Layers trained by last_n.")
+flags.DEFINE_string("weights", _M.weights, "none | imagenet | a .weights.h5/.keras file of ours.")
+flags.DEFINE_string("weights_path", None, "Local ImageNet weights file (no downloads).")
+flags.DEFINE_float("dropout", _M.dropout, "Head dropout.")
+flags.DEFINE_enum("batch_norm", _M.batch_norm, ["fused", "keras"], "Batch-norm kernel.")
+# Training: one flag per TrainConfig field, same name and default.
+for _field, _value in vars(_T).items():
+  if _field in ("profile_steps", "step_decay_epochs"):
+    flags.DEFINE_list(_field, [str(v) for v in _value], f"TrainConfig.{_field} (comma list).")
+  elif isinstance(_value, bool):
+    flags.DEFINE_bool(_field, _value, f"TrainConfig.{_field}.")
+  elif isinstance(_value, int):
+    flags.DEFINE_integer(_field, _value, f"TrainConfig.{_field}.")
+  elif isinstance(_value, float):
+    flags.DEFINE_float(_field, _value, f"TrainConfig.{_field}.")
+  else:
+    flags.DEFINE_string(_field, _value, f"TrainConfig.{_field}.")
+
+
+def resolve_flagfile_args(argv: list[str]) -> list[str]:
+  """`--flagfile=resnet50.flags` finds configs/resnet50.flags when no such file is in the
+  working directory, so the documented commands work verbatim from the repo root."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--flagfile="):
+      path = arg.split("=", 1)[1]
+      if not os.path.exists(path) and os.path.exists(os.path.join(CONFIG_DIR, path)):
+        arg = f"--flagfile={os.path.join(CONFIG_DIR, path)}"
+    out.append(arg)
+  return out
+
+
+def experiment_config_from_flags() -> ExperimentConfig:
+  """Builds and validates the frozen config (errors name the flag)."""
+  if not F.data_dir:
+    raise ValueError("--data_dir is required (a directory written by python -m tfrecords.shard)")
+  batch = 0 if F.batch_size == "auto" else _int_flag("batch_size", F.batch_size)
+  if batch < 0 or (batch == 0 and F.batch_size != "auto"):
+    raise ValueError(f"--batch_size must be a positive integer or 'auto', got {F.batch_size!r}")
+  size = (F.image_size, F.image_size)
+  augment = AugmentConfig(flip=F.flip, rotation_deg=F.rotation, zoom=F.zoom,
+                          translate=F.translate, shear_deg=F.shear, brightness=F.brightness,
+                          contrast=F.contrast, saturation=F.saturation,
+                          random_resized_crop=F.random_resized_crop, erasing_prob=F.erasing_prob)
+  train_kwargs = {name: getattr(F, name) for name in vars(_T)}
+  train_kwargs["profile_steps"] = tuple(_int_flag("profile_steps", v) for v in F.profile_steps)
+  train_kwargs["step_decay_epochs"] = tuple(_int_flag("step_decay_epochs", v)
+                                            for v in F.step_decay_epochs)
+  train = TrainConfig(**train_kwargs).validate()
+  input_config = InputConfig(
+      data_dir=F.data_dir, task=F.task, label_attribute=F.label_attribute, image_size=size,
+      global_batch_size=batch, augment=augment, seed=train.seed, deterministic=train.deterministic,
+      cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service)
+  model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
+                      finetune_last_n=F.finetune_last_n, weights=F.weights,
+                      weights_path=F.weights_path, dropout=F.dropout,
+                      batch_norm=F.batch_norm).validate()
+  _check_names(model)
+  return ExperimentConfig(input=input_config, model=model, train=train, eval_split=F.eval_split)
+
+
+def _int_flag(name: str, value: str) -> int:
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"--{name}: expected an integer, got {value!r}") from None
+
+
+def _check_names(model: ModelConfig) -> None:
+  """Unknown backbone/head names fail before any data is read (the error lists known ones)."""
+  from engine.models import BACKBONES, HEADS
+  BACKBONES.get(model.backbone)
+  HEADS.get(model.head)

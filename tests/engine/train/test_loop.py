@@ -1,0 +1,155 @@
+"""The trainer end to end on tiny shards: learning, TensorBoard, best export, hooks, precisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from engine.train import train
+from engine.train.hooks import NonFiniteLossError
+from engine.train.restore import load_model
+from tests.engine.train.conftest import tiny_experiment
+
+
+def _scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
+  acc = event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0, "images": 0})
+  acc.Reload()
+  out = {}
+  for tag in acc.Tags()["tensors"]:
+    values = [(e.step, tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+    if values and values[0][1].ndim == 0 and values[0][1].dtype.kind == "f":
+      out[tag] = [(step, float(value)) for step, value in values]
+  return out
+
+
+def _tags(log_dir: str) -> set[str]:
+  acc = event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0, "images": 0})
+  acc.Reload()
+  return set(acc.Tags()["tensors"])
+
+
+def test_loss_decreases_and_validation_learns(trained_run):
+  config, summary = trained_run
+  losses = [v for _, v in _scalars(os.path.join(config.train.model_dir, "train"))["loss"]]
+  assert losses[-1] < 0.8 * losses[0]
+  assert summary["step"] == 36 and summary["stopped_by"] == "completed"
+  assert summary["final_metrics"]["val_accuracy"] >= 0.8
+  assert summary["final_metrics"]["val_examples"] == 32  # every validation face once
+
+
+def test_tensorboard_has_the_documented_tags(trained_run):
+  config, _ = trained_run
+  train_tags = _tags(os.path.join(config.train.model_dir, "train"))
+  assert {"loss", "accuracy", "learning_rate", "images_per_sec", "step_time_ms",
+          "input_wait_fraction", "system/host/cpu_pct"} <= train_tags
+  assert "_hparams_/session_start_info" in train_tags
+  eval_tags = _tags(os.path.join(config.train.model_dir, "eval"))
+  assert {"accuracy", "loss", "f1_macro", "auc", "confusion_matrix", "samples"} <= eval_tags
+
+
+def test_best_checkpoint_is_the_best_evaluation(trained_run):
+  config, summary = trained_run
+  history = _scalars(os.path.join(config.train.model_dir, "eval"))["accuracy"]
+  best_step, best_value = max(history, key=lambda sv: (sv[1], -sv[0]))
+  with open(os.path.join(config.train.model_dir, "best", "metrics.json")) as f:
+    best = json.load(f)
+  assert best["step"] == best_step
+  assert best["val_accuracy"] == pytest.approx(best_value)
+  assert summary["best"]["best_step"] == best_step
+
+
+def test_restored_model_reproduces_validation_accuracy(trained_run):
+  config, _ = trained_run
+  model, restored_config = load_model(config.train.model_dir, "best")
+  assert restored_config.model.num_outputs == 1
+  with open(os.path.join(config.train.model_dir, "best", "metrics.json")) as f:
+    best = json.load(f)
+  from engine.train.evaluation import Evaluator
+  from engine.train.task import TaskSpec
+  metrics_again = Evaluator(restored_config, model, TaskSpec("attribute", 1)).run(
+      0, _NoSummaries())
+  assert metrics_again["val_accuracy"] == pytest.approx(best["val_accuracy"])
+
+
+class _NoSummaries:
+  def scalars(self, *args, **kwargs):
+    pass
+
+  def image(self, *args, **kwargs):
+    pass
+
+
+def test_rerun_of_a_finished_run_trains_nothing_more(trained_run):
+  config, summary = trained_run
+  again = train(config)
+  assert again["step"] == summary["step"]
+  assert again["weights_sha256"] == summary["weights_sha256"]
+
+
+def test_rerun_with_another_config_is_refused(trained_run):
+  config, _ = trained_run
+  other = dataclasses.replace(config, train=dataclasses.replace(config.train, learning_rate=0.5))
+  with pytest.raises(ValueError, match="different configuration.*learning_rate"):
+    train(other)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precisions_train(celeba_shards, tmp_path, precision):
+  summary = train(tiny_experiment(celeba_shards, str(tmp_path), precision=precision, epochs=1))
+  assert summary["precision"] == precision
+  assert np.isfinite(summary["final_metrics"]["val_loss"])
+
+
+def test_xla_compiled_step(celeba_shards, tmp_path):
+  summary = train(tiny_experiment(celeba_shards, str(tmp_path), jit_compile="true", epochs=2,
+                                  ema_decay=0.9, eval_flip=True))
+  assert summary["jit_compile"] is True
+  assert summary["final_metrics"]["val_accuracy"] >= 0.7
+
+
+def test_non_finite_loss_stops_naming_the_step(celeba_shards, tmp_path):
+  config = tiny_experiment(celeba_shards, str(tmp_path), optimizer="sgd", learning_rate=1e30,
+                           schedule="constant", epochs=2, checkpoint_every=4)
+  with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+"):
+    train(config)
+
+
+def test_early_stopping(celeba_shards, tmp_path):
+  # A frozen backbone (batch norm in inference mode too) and a rate this small cannot
+  # change accuracy: the second evaluation is no better.
+  config = tiny_experiment(celeba_shards, str(tmp_path), learning_rate=1e-12, schedule="constant",
+                           epochs=10, early_stopping_patience=1, eval_every=4)
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model, finetune="frozen"))
+  summary = train(config)
+  assert summary["stopped_by"].startswith("early stopping")
+  assert summary["step"] == 8
+
+
+def test_multilabel_task(celeba_shards, tmp_path):
+  config = tiny_experiment(celeba_shards, str(tmp_path), epochs=1, monitor="val_loss")
+  config = dataclasses.replace(config, input=dataclasses.replace(config.input, task="attributes"))
+  summary = train(config)
+  assert np.isfinite(summary["final_metrics"]["val_loss"])
+
+
+def test_identity_task(celeba_shards, tmp_path):
+  # CelebA's splits share no identities, so this evaluates on train identities.
+  config = tiny_experiment(celeba_shards, str(tmp_path), epochs=1, monitor="val_loss")
+  config = dataclasses.replace(config, input=dataclasses.replace(config.input, task="identity"),
+                               eval_split="train")
+  summary = train(config)
+  assert np.isfinite(summary["final_metrics"]["val_loss"])
+  assert summary["final_metrics"]["val_examples"] == 96
+
+
+def test_identity_on_disjoint_split_is_a_clear_error(celeba_shards, tmp_path):
+  config = tiny_experiment(celeba_shards, str(tmp_path), epochs=1, monitor="val_loss")
+  config = dataclasses.replace(config, input=dataclasses.replace(config.input, task="identity"))
+  with pytest.raises(ValueError, match="identity-disjoint"):
+    train(config)

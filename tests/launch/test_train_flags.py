@@ -1,0 +1,58 @@
+"""Flagfiles: nesting, override order, lookup in configs/, and the shipped recipes parse."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from launch import experiment_flags
+
+FLAGS = flags.FLAGS
+
+
+@pytest.fixture
+def parse():
+  def _parse(*args):
+    FLAGS.unparse_flags()
+    FLAGS(["train", *experiment_flags.resolve_flagfile_args(list(args))])
+    return experiment_flags.experiment_config_from_flags()
+  yield _parse
+  FLAGS.unparse_flags()
+
+
+def test_nested_flagfiles_apply_in_order_and_the_command_line_wins(parse, tmp_path):
+  base = tmp_path / "base.flags"
+  base.write_text("--data_dir=/data/a\n--learning_rate=0.1\n--epochs=7\n--backbone=vgg11\n")
+  recipe = tmp_path / "recipe.flags"
+  recipe.write_text(f"--flagfile={base}\n--learning_rate=0.2\n--image_size=96\n")
+  config = parse(f"--flagfile={recipe}", "--epochs=3")
+  assert config.train.learning_rate == 0.2  # recipe over base
+  assert config.train.epochs == 3  # command line over both
+  assert config.model.backbone == "vgg11" and config.input.data_dir == "/data/a"
+  assert config.model.image_size == (96, 96) == config.input.image_size
+
+
+def test_recipes_are_found_by_name_from_configs():
+  args = experiment_flags.resolve_flagfile_args(["--flagfile=resnet50.flags", "--epochs=1"])
+  assert args[0] == f"--flagfile={os.path.join(experiment_flags.CONFIG_DIR, 'resnet50.flags')}"
+  assert args[1] == "--epochs=1"
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(experiment_flags.CONFIG_DIR,
+                                                               "*.flags"))))
+def test_every_shipped_flagfile_parses_into_a_valid_config(parse, path):
+  config = parse(f"--flagfile={os.path.basename(path)}")
+  assert config.input.data_dir and config.train.model_dir
+
+
+def test_batch_size_auto_and_bad_values(parse):
+  assert parse("--data_dir=/d", "--batch_size=auto").input.global_batch_size == 0
+  with pytest.raises(ValueError, match="batch_size"):
+    parse("--data_dir=/d", "--batch_size=-3")
+  with pytest.raises(ValueError, match="data_dir"):
+    parse()
+  with pytest.raises(KeyError, match="resnet9000"):
+    parse("--data_dir=/d", "--backbone=resnet9000")
