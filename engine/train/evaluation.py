@@ -20,14 +20,14 @@ from engine.train.task import TaskSpec, WeightAverage
 EVAL_BATCH = 64
 
 
-def class_names(config: ExperimentConfig, manifest: dict) -> list[str]:
+def class_names(config: pipeline.InputConfig, manifest: dict) -> list[str]:
   """Readable class names for the task (female/male for CelebA's Male attribute)."""
   if manifest["source"] == "folder":
     return list(manifest["class_names"])
-  if config.input.task == "attribute":
-    attribute = config.input.label_attribute
+  if config.task == "attribute":
+    attribute = config.label_attribute
     return ["female", "male"] if attribute == "Male" else [f"not_{attribute}", attribute]
-  if config.input.task == "identity":
+  if config.task == "identity":
     return [str(i) for i in manifest["identities"]]
   return list(manifest["attribute_names"])
 
@@ -49,7 +49,7 @@ class Evaluator:
                ema: WeightAverage | None = None):
     self.config, self.model, self.spec, self.ema = config, model, spec, ema
     manifest = pipeline.read_manifest(config.input.data_dir)
-    self.names = class_names(config, manifest)
+    self.names = class_names(config.input, manifest)
     self.input = dataclasses.replace(
         config.input, split=config.eval_split, training=False,
         global_batch_size=min(EVAL_BATCH, max(config.input.global_batch_size, 1)))

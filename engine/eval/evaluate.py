@@ -1,0 +1,314 @@
+"""Evaluation of a trained run on one split: metrics, slices, confusion matrix, report.
+
+`evaluate(EvalConfig(model_dir, data_dir, split))` restores the run's model, predicts
+every example of the split exactly once (the eval pipeline pads the last batch and masks
+the padding), and writes into `model_dir/eval_<split>/`: `confusion_matrix.png` and
+TensorBoard scalars + image. With CelebA shards it also re-reads each example's other
+attributes and identity (same files, same order, no image decode) to report the error in
+slices: e.g. the gender error on faces with and without eyeglasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from engine.data import schema
+from engine.data.pipeline import InputConfig, make_dataset, read_manifest
+from engine.eval import metrics
+from engine.train.evaluation import class_names
+from engine.train.restore import load_model
+
+# Identity-size buckets (examples of that identity in the split): [1], [2, 3], [4, 7], ...
+_BUCKET_EDGES = (1, 2, 4, 8, 16, 32, 64)
+_BUCKET_NAMES = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo)
+                 for lo, hi in zip(_BUCKET_EDGES, _BUCKET_EDGES[1:])] + [f"{_BUCKET_EDGES[-1]}+"]
+# Per-class rows and by-class slices are listed for at most this many classes.
+MAX_LISTED_CLASSES = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What to evaluate.
+
+  Attributes:
+    model_dir: a training run directory (config.json + weights).
+    data_dir: the shard directory; None uses the run's own `config.input.data_dir`.
+    split: the manifest split to evaluate.
+    checkpoint: best | latest | a .weights.h5 path | a tf.train checkpoint prefix.
+    batch_size: examples per predict step (the last batch is padded, never dropped).
+    output_json: where to write every number as JSON (None: not written).
+    flip_tta: average the logits of each image and its mirror image; None: as the run
+      was evaluated during training (its `eval_flip`).
+  """
+
+  model_dir: str
+  data_dir: str | None = None
+  split: str = "test"
+  checkpoint: str = "best"
+  batch_size: int = 64
+  output_json: str | None = None
+  flip_tta: bool | None = None
+
+
+def evaluate(config: EvalConfig) -> dict:
+  """Evaluates the run, writes its artefacts, prints a report and returns all numbers."""
+  if config.batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+  model, experiment = load_model(config.model_dir, config.checkpoint)
+  if config.flip_tta is None:
+    config = dataclasses.replace(config, flip_tta=experiment.train.eval_flip)
+  input_config = dataclasses.replace(
+      experiment.input, data_dir=config.data_dir or experiment.input.data_dir,
+      split=config.split, global_batch_size=config.batch_size, training=False,
+      cache="none", balance="none", tf_data_service=None)  # one local pass
+  manifest = read_manifest(input_config.data_dir)
+  logits, labels = _predict(model, make_dataset(input_config), config.flip_tta)
+  expected = manifest["splits"][config.split]["num_examples"]
+  if labels.shape[0] != expected:
+    raise RuntimeError(f"{input_config.data_dir}/{config.split}: predicted {labels.shape[0]} "
+                       f"examples, the manifest lists {expected}")
+
+  side = _read_side_features(input_config.data_dir, manifest, config.split)
+  _check_alignment(input_config, manifest, side, labels)
+  report = {
+      "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
+      "checkpoint": config.checkpoint, "flip_tta": config.flip_tta, "task": input_config.task,
+      "label_attribute": (input_config.label_attribute if input_config.task == "attribute"
+                          and manifest["source"] == "celeba" else None),
+      "num_examples": int(labels.shape[0]),
+  }
+  if input_config.task == "attributes":
+    report.update(_multilabel_report(logits, labels, manifest))
+  else:
+    report.update(_classification_report(logits, labels, input_config, manifest, side))
+
+  out_dir = os.path.join(config.model_dir, f"eval_{config.split}")
+  os.makedirs(out_dir, exist_ok=True)
+  image = _write_confusion_matrix(report, out_dir)
+  _write_summaries(report, image, out_dir)
+  if config.output_json:
+    os.makedirs(os.path.dirname(os.path.abspath(config.output_json)), exist_ok=True)
+    with open(config.output_json, "w") as f:
+      json.dump(report, f, indent=2, allow_nan=False)
+    logging.info("wrote %s", config.output_json)
+  print(format_report(report))  # the console report is this function's product
+  return report
+
+
+def _predict(model, dataset: tf.data.Dataset, flip_tta: bool) -> tuple[np.ndarray, np.ndarray]:
+  """Runs the model over the padded eval batches; returns the real examples' logits, labels."""
+
+  @tf.function
+  def predict_step(images):
+    logits = model(images, training=False)
+    if flip_tta:  # averaging logits keeps one vector per example; probabilities agree closely
+      logits = (logits + model(tf.image.flip_left_right(images), training=False)) / 2.0
+    return logits
+
+  all_logits, all_labels, all_masks = [], [], []
+  for images, labels, mask in dataset:
+    all_logits.append(predict_step(images).numpy())
+    all_labels.append(labels.numpy())
+    all_masks.append(mask.numpy())
+  mask = np.concatenate(all_masks)
+  real = mask > 0
+  # Padding is appended after the last real example, so `real` keeps the file order.
+  if not real[:real.sum()].all():
+    raise RuntimeError("eval padding is interleaved with real examples; the pipeline broke "
+                       "its contract (padding only at the end)")
+  return np.concatenate(all_logits)[real].astype(np.float64), np.concatenate(all_labels)[real]
+
+
+def _read_side_features(data_dir: str, manifest: dict, split: str) -> dict[str, np.ndarray]:
+  """Every attribute and the identity of each example, in the eval pipeline's order."""
+  if manifest["source"] != "celeba":
+    return {}
+  spec = {schema.flat_key(schema.ATTRIBUTES, n): tf.io.FixedLenFeature([], tf.int64)
+          for n in manifest["attribute_names"]}
+  if manifest.get("has_identity"):
+    spec[schema.IDENTITY] = tf.io.FixedLenFeature([], tf.int64)
+  files = [os.path.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
+  # The eval pipeline reads these files one after the other (cycle_length=1); so does this.
+  ds = tf.data.TFRecordDataset(files).batch(1024).map(lambda s: tf.io.parse_example(s, spec))
+  chunks = list(ds.as_numpy_iterator())
+  side = {}
+  for key in spec:
+    name = key.split("/", 1)[1] if key.startswith(schema.ATTRIBUTES + "/") else key
+    side[name] = np.concatenate([c[key] for c in chunks]) if chunks else np.zeros([0], np.int64)
+  return side
+
+
+def _identity_indices(manifest: dict, identities: np.ndarray) -> np.ndarray:
+  """CelebA identity numbers -> class indices into the manifest's sorted list (-1: unseen)."""
+  known = np.asarray(manifest["identities"], np.int64)
+  if not known.size:
+    return np.full(identities.shape, -1)
+  positions = np.minimum(np.searchsorted(known, identities), known.size - 1)
+  return np.where(known[positions] == identities, positions, -1)
+
+
+def _check_alignment(config: InputConfig, manifest: dict, side: dict, labels: np.ndarray) -> None:
+  """The side features must describe the same examples in the same order as the labels."""
+  if not side:
+    return
+  if config.task == "attribute":
+    expected = side[config.label_attribute]
+  elif config.task == "identity":
+    expected = _identity_indices(manifest, side[schema.IDENTITY])
+  else:
+    expected = np.stack([side[n] for n in manifest["attribute_names"]], axis=1)
+  if expected.shape != labels.shape or not np.array_equal(expected, labels):
+    raise RuntimeError(f"{config.data_dir}/{config.split}: the attributes read back do not match "
+                       "the eval pipeline's labels (example order differs)")
+
+
+def _identity_size_buckets(identities: np.ndarray) -> np.ndarray:
+  """Per example: the index into _BUCKET_NAMES of its identity's example count in the split."""
+  _, inverse, counts = np.unique(identities, return_inverse=True, return_counts=True)
+  return np.searchsorted(_BUCKET_EDGES, counts[inverse.reshape(-1)], side="right") - 1
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+  return 0.5 * (1.0 + np.tanh(0.5 * logits))  # no overflow for large |logits|, unlike 1/(1+e^-x)
+
+
+def _classification_report(logits, labels, config: InputConfig, manifest: dict, side: dict
+                           ) -> dict:
+  """Binary (one logit, sigmoid) or multi-class (softmax) metrics, slices included."""
+  if logits.shape[1] == 1:
+    p = _sigmoid(logits[:, 0])
+    probs = np.stack([1.0 - p, p], axis=1)
+  else:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+  names = class_names(config, manifest)
+  if probs.shape[1] != len(names):
+    raise ValueError(f"the model has {logits.shape[1]} outputs; task {config.task!r} on "
+                     f"{config.data_dir} has {len(names)} classes")
+  known = labels >= 0
+  if not known.any():
+    raise ValueError(f"{config.data_dir}/{config.split}: no example's identity was seen in "
+                     "training (CelebA's official splits are identity-disjoint)")
+  result = {"metrics": metrics.classification_metrics(labels, probs, names, mask=known),
+            "class_names": names, "num_unknown_identity": int((~known).sum())}
+  if result["num_unknown_identity"]:
+    logging.warning("%d examples have identities unseen in training; left out of the metrics",
+                    result["num_unknown_identity"])
+  correct = (probs.argmax(axis=1) == labels)[known]
+  # The label attribute itself is the by-class view; identities are sliced by bucket below.
+  excluded = {schema.IDENTITY, config.label_attribute if config.task == "attribute" else None}
+  slice_values = {name: values[known] for name, values in side.items() if name not in excluded}
+  if schema.IDENTITY in side:
+    slice_values["identity_examples"] = _identity_size_buckets(side[schema.IDENTITY])[known]
+  listed = len(names) <= MAX_LISTED_CLASSES
+  slices = metrics.sliced_error(correct, slice_values, labels[known] if listed else None,
+                                names if listed else None)
+  by_bucket = slices["by_attribute"].get("identity_examples")
+  if by_bucket is not None:
+    slices["by_attribute"]["identity_examples"] = {
+        _BUCKET_NAMES[int(b)]: stats for b, stats in by_bucket.items()}
+  result["slices"] = slices
+  return result
+
+
+def _multilabel_report(logits, labels, manifest: dict) -> dict:
+  probs = _sigmoid(logits)
+  names = list(manifest["attribute_names"])
+  return {"metrics": metrics.multilabel_metrics(labels, probs, names), "class_names": names}
+
+
+def _write_confusion_matrix(report: dict, out_dir: str) -> np.ndarray | None:
+  matrix = report["metrics"].get("confusion_matrix")
+  if matrix is None:
+    return None
+  image = metrics.confusion_matrix_image(matrix, report["class_names"])
+  path = os.path.join(out_dir, "confusion_matrix.png")
+  if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+    raise OSError(f"{path}: cv2.imwrite failed")
+  report["confusion_matrix_png"] = path
+  return image
+
+
+def _summary_scalars(report: dict) -> dict[str, float]:
+  numbers = report["metrics"]
+  keys = ("accuracy", "loss", "f1_macro", "roc_auc", "top5_accuracy", "mean_accuracy", "mean_f1",
+          "mean_roc_auc", "exact_match")
+  scalars = {key: numbers[key] for key in keys if numbers.get(key) is not None}
+  for name, values in report.get("slices", {}).get("by_attribute", {}).items():
+    for value, stats in values.items():
+      scalars[f"slice_error/{name}={value}"] = stats["error"]
+  for name, stats in numbers.get("per_attribute", {}).items():
+    scalars[f"attribute_accuracy/{name}"] = stats["accuracy"]
+  return scalars
+
+
+def _write_summaries(report: dict, image: np.ndarray | None, out_dir: str) -> None:
+  # Step 0: an evaluation report is one point per checkpoint, not a curve over steps.
+  writer = tf.summary.create_file_writer(out_dir)
+  with writer.as_default():
+    for name, value in _summary_scalars(report).items():
+      tf.summary.scalar(name, value, step=0)
+    if image is not None:
+      tf.summary.image("confusion_matrix", image[None], step=0)
+  writer.close()
+
+
+def _format_rows(rows: list[tuple[str, dict]], metric_names: tuple[str, ...]) -> list[str]:
+  width = max([12] + [len(name) for name, _ in rows])
+  lines = [" " * width + "".join(f"{m:>11}" for m in metric_names)]
+  for name, stats in rows:
+    lines.append(f"{name:>{width}}" + "".join(_cell(stats.get(m)) for m in metric_names))
+  return lines
+
+
+def _cell(value) -> str:
+  if value is None:
+    return f"{'-':>11}"
+  return f"{value:>11.3f}" if isinstance(value, float) else f"{value:>11}"
+
+
+def format_report(report: dict) -> str:
+  """The console report: sklearn-style per-class table, headline numbers and slices."""
+  numbers = report["metrics"]
+  task = report["task"] + (f" ({report['label_attribute']})" if report["label_attribute"] else "")
+  lines = [f"eval of {report['model_dir']} [{report['checkpoint']}] on {report['data_dir']}"
+           f"/{report['split']}: task={task}, {report['num_examples']} examples"
+           + (", flip TTA" if report["flip_tta"] else ""), ""]
+  if "per_attribute" in numbers:
+    lines += _format_rows(list(numbers["per_attribute"].items()),
+                          ("accuracy", "precision", "recall", "f1", "roc_auc", "positives"))
+    lines += ["", "  ".join(f"{k} {numbers[k]:.4f}" for k in (
+        "mean_accuracy", "mean_f1", "exact_match", "loss"))]
+    return "\n".join(lines)
+
+  per_class = list(numbers["per_class"].items())
+  if len(per_class) > MAX_LISTED_CLASSES:  # identities: the worst classes say the most
+    per_class = sorted((r for r in per_class if r[1]["support"]), key=lambda r: r[1]["f1"])
+    lines.append(f"(the {MAX_LISTED_CLASSES} classes with the lowest F1 of "
+                 f"{len(numbers['per_class'])})")
+    per_class = per_class[:MAX_LISTED_CLASSES]
+  lines += _format_rows(per_class + [("macro avg", numbers["macro_avg"]),
+                                     ("weighted avg", numbers["weighted_avg"])],
+                        ("precision", "recall", "f1", "support"))
+  headline = [f"accuracy {numbers['accuracy']:.4f}", f"loss {numbers['loss']:.4f}"]
+  for key in ("roc_auc", "top5_accuracy"):
+    if numbers.get(key) is not None:
+      headline.append(f"{key} {numbers[key]:.4f}")
+  if report.get("num_unknown_identity"):
+    headline.append(f"({report['num_unknown_identity']} examples of unseen identities left out)")
+  lines += ["", "  ".join(headline)]
+  slices = report.get("slices", {})
+  rows = [(f"{name}={value}", stats)
+          for name, values in slices.get("by_attribute", {}).items()
+          for value, stats in values.items()]
+  rows += [(f"class {name}", stats) for name, stats in slices.get("by_class", {}).items()]
+  if rows:
+    lines += ["", "error by slice"] + _format_rows(rows, ("error", "count"))
+  return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Evaluates a trained run on one split: report, slices, confusion matrix, JSON.
+
+  python -m launch.evaluate --model_dir=runs/male --data_dir=shards/celeba --split=test \
+      [--checkpoint=best|latest|PATH] [--output_json=report.json] [--batch_size=64] [--flip_tta]
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from engine.eval.evaluate import EvalConfig, evaluate
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory (required).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Shard directory (default: the run's "
+                                "config.input.data_dir).")
+_SPLIT = flags.DEFINE_string("split", "test", "The split to evaluate.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "best | latest | a .weights.h5 file | a "
+                                  "tf.train checkpoint prefix.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Examples per step (the last is padded).")
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every number here as JSON.")
+_FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits with its mirror's "
+                              "(default: as the run did during training).")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _MODEL_DIR.value:
+    raise app.UsageError("--model_dir is required")
+  evaluate(EvalConfig(model_dir=_MODEL_DIR.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
+                      checkpoint=_CHECKPOINT.value, batch_size=_BATCH_SIZE.value,
+                      output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

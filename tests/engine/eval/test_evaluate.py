@@ -1,0 +1,113 @@
+"""engine.eval.evaluate on a tiny run directory, and `python -m launch.evaluate`."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.data.pipeline import InputConfig, make_dataset, read_manifest
+from engine.eval.evaluate import EvalConfig, evaluate
+from engine.models import ModelConfig, build_model
+from engine.train.config import ExperimentConfig, TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _make_run(model_dir, shards, task="attribute", num_outputs=1):
+  """A run directory as the trainer leaves it: config.json and best/model.weights.h5."""
+  model_config = ModelConfig("tiny_resnet", image_size=(32, 32), num_outputs=num_outputs)
+  experiment = ExperimentConfig(
+      input=InputConfig(shards, task=task, image_size=(32, 32), global_batch_size=8),
+      model=model_config, train=TrainConfig(model_dir=str(model_dir)))
+  os.makedirs(os.path.join(model_dir, "best"))
+  with open(os.path.join(model_dir, "config.json"), "w") as f:
+    f.write(experiment.to_json())
+  model = build_model(model_config)
+  model.save_weights(os.path.join(model_dir, "best", "model.weights.h5"))
+  return str(model_dir), model
+
+
+@pytest.fixture(scope="module")
+def run(celeba_shards, tmp_path_factory):
+  return _make_run(tmp_path_factory.mktemp("run") / "male", celeba_shards)
+
+
+def test_every_example_once_with_slices_json_and_png(run, celeba_shards, tmp_path):
+  model_dir, model = run
+  output_json = str(tmp_path / "report.json")
+  report = evaluate(EvalConfig(model_dir, celeba_shards, split="validation", batch_size=5,
+                               output_json=output_json))
+  count = read_manifest(celeba_shards)["splits"]["validation"]["num_examples"]
+  numbers = report["metrics"]
+  assert report["num_examples"] == numbers["num_examples"] == count == 32  # 7 batches, 3 padded
+  assert np.sum(numbers["confusion_matrix"]) == count
+  slices = report["slices"]
+  for name in ("Eyeglasses", "Smiling", "Young"):
+    assert sum(s["count"] for s in slices["by_attribute"][name].values()) == count
+  assert "Male" not in slices["by_attribute"]  # the label: shown by class instead
+  assert sum(s["count"] for s in slices["by_class"].values()) == count
+  assert sum(s["count"] for s in slices["by_attribute"]["identity_examples"].values()) == count
+
+  # The numbers are the model's own: one unpadded batch through Keras gives the same accuracy.
+  images, labels, _ = next(iter(make_dataset(InputConfig(
+      celeba_shards, split="validation", image_size=(32, 32), global_batch_size=32,
+      training=False))))
+  predictions = (model(images, training=False).numpy()[:, 0] > 0).astype(int)
+  assert numbers["accuracy"] == pytest.approx(np.mean(predictions == labels.numpy()))
+
+  with open(output_json) as f:
+    assert json.load(f)["metrics"]["confusion_matrix"] == numbers["confusion_matrix"]
+  out_dir = os.path.join(model_dir, "eval_validation")
+  png = cv2.imread(os.path.join(out_dir, "confusion_matrix.png"))
+  assert png is not None and png.shape[2] == 3
+  assert glob.glob(os.path.join(out_dir, "events.out.tfevents.*"))
+
+
+def test_flip_tta_and_missing_checkpoint(run, celeba_shards):
+  model_dir, _ = run
+  report = evaluate(EvalConfig(model_dir, split="test", batch_size=16, flip_tta=True))
+  assert report["num_examples"] == 32 and report["data_dir"] == celeba_shards
+  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+    evaluate(EvalConfig(model_dir, celeba_shards, checkpoint="latest"))
+
+
+def test_multilabel_run(celeba_shards, tmp_path):
+  model_dir, _ = _make_run(tmp_path / "attrs", celeba_shards, task="attributes", num_outputs=4)
+  report = evaluate(EvalConfig(model_dir, celeba_shards, split="validation", batch_size=6))
+  numbers = report["metrics"]
+  assert numbers["num_examples"] == 32
+  assert set(numbers["per_attribute"]) == {"Eyeglasses", "Male", "Smiling", "Young"}
+  assert 0.0 <= numbers["mean_accuracy"] <= 1.0
+
+
+def test_launch_evaluate_as_a_user_runs_it(run, tmp_path):
+  model_dir, _ = run
+  output_json = str(tmp_path / "cli.json")
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--model_dir={model_dir}", "--split=validation",
+       "--batch_size=5", f"--output_json={output_json}"],
+      capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 0, result.stderr
+  assert "weighted avg" in result.stdout and "Eyeglasses=1" in result.stdout
+  with open(output_json) as f:
+    assert json.load(f)["num_examples"] == 32
+  usage = subprocess.run([sys.executable, "-m", "launch.evaluate"], capture_output=True,
+                         text=True, cwd=ROOT)
+  assert usage.returncode != 0 and "--model_dir is required" in usage.stderr
+
+
+def test_identity_run(celeba_shards, tmp_path):
+  identities = len(read_manifest(celeba_shards)["identities"])
+  model_dir, _ = _make_run(tmp_path / "ids", celeba_shards, task="identity", num_outputs=identities)
+  report = evaluate(EvalConfig(model_dir, celeba_shards, split="train", batch_size=32))
+  numbers = report["metrics"]
+  assert numbers["num_examples"] == 96 and report["num_unknown_identity"] == 0
+  assert numbers["accuracy"] <= numbers["top5_accuracy"]
+  assert np.sum(numbers["confusion_matrix"]) == 96
+  with pytest.raises(ValueError, match="identity-disjoint"):  # as CelebA's official splits are
+    evaluate(EvalConfig(model_dir, celeba_shards, split="validation"))
