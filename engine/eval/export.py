@@ -1,0 +1,202 @@
+"""Exporting a trained run as a self-contained artifact: .keras, SavedModel or TFLite.
+
+Every artifact takes RGB pixels in [0, 255] at the run's image size (the preprocessing
+is inside the model) and loads without this package:
+
+- The model is first rebuilt from stock Keras layers: `FusedBatchNorm` becomes
+  `BatchNormalization` (same variables; the same inference arithmetic) and `Preprocess`
+  becomes `Rescaling` (the same multiply-add), behind a fixed 1x1 convolution that
+  reverses the channels for caffe-style backbones. Registering our classes instead would
+  leave a .keras file that needs `engine` importable to load: not self-contained.
+  The export checks the rebuilt model's logits against the original's.
+- keras: that model as a `.keras` file (`keras.saving.load_model`), outputs logits.
+- saved_model: signatures `serving_default` (float32 pixels) and `serving_uint8`
+  (uint8 pixels), [None, H, W, 3] -> {"logits", "probabilities"}.
+- tflite: the float32 signature, converted by `tf.lite.TFLiteConverter` (float32 weights).
+
+Next to the artifact, `<artifact>.labels.json` holds the class names, image size and task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from engine.eval.predict import class_names, output_kind
+from engine.models.batch_norm import FusedBatchNorm
+from engine.models.preprocessing import Preprocess
+from engine.train.config import ExperimentConfig
+from engine.train.restore import load_model
+
+FORMATS = ("keras", "saved_model", "tflite")
+_DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
+# Max |logit| difference allowed between the stock rebuild and the original model.
+_STOCK_TOLERANCE = 1e-4
+
+
+def _stock_preprocess(layer: Preprocess) -> keras.layers.Layer:
+  """Preprocess as stock layers: [channel reversal as a fixed 1x1 conv] + Rescaling."""
+  offset = [float(v) for v in layer._offset]  # float32 values: exact through the config
+  scale = [float(v) for v in layer._scale]
+  if not layer._bgr:
+    return keras.layers.Rescaling(scale, offset, name=layer.name)
+  reverse = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name=f"{layer.name}_bgr")
+  model = keras.Sequential([keras.Input(layer.input.shape[1:]), reverse,
+                            keras.layers.Rescaling(scale, offset, name=f"{layer.name}_scale")],
+                           name=layer.name)
+  # A permutation matrix: each output channel copies one input channel exactly.
+  reverse.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)])
+  return model
+
+
+def _is_stock(layer) -> bool:
+  return type(layer).__module__.startswith("keras.")
+
+
+def _clone_stock(layer: keras.Operation) -> keras.Operation:
+  """One layer (or a keras.ops operation in the graph) as a stock Keras one carrying the
+  original's weights."""
+  if isinstance(layer, Preprocess):
+    return _stock_preprocess(layer)
+  if isinstance(layer, FusedBatchNorm):
+    clone = keras.layers.BatchNormalization.from_config(layer.get_config())
+  elif _is_stock(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+  else:
+    raise ValueError(f"cannot export layer {layer.name!r} of class {type(layer).__qualname__}: "
+                     "it has no stock Keras equivalent")
+  if isinstance(layer, keras.layers.Layer) and layer.weights:
+    clone.build_from_config(layer.get_build_config())
+    clone.set_weights(layer.get_weights())
+  return clone
+
+
+def _all_layers(model: keras.Model):
+  for layer in model.layers:
+    yield layer
+    if isinstance(layer, keras.Model):
+      yield from _all_layers(layer)
+
+
+def to_stock_keras(model: keras.Model) -> keras.Model:
+  """A copy of `model` built from stock Keras layers only, with the same weights.
+
+  Raises:
+    ValueError: a layer has no stock equivalent, or the copy's logits differ.
+  """
+  stock = keras.models.clone_model(model, clone_function=_clone_stock, recursive=True)
+  foreign = [type(l).__qualname__ for l in _all_layers(stock) if not _is_stock(l)]
+  if foreign:
+    raise ValueError(f"stock rebuild still holds non-Keras layers: {foreign}")
+  probe = np.random.default_rng(0).uniform(0, 255, (2, *model.input_shape[1:])).astype("float32")
+  difference = float(np.max(np.abs(model(probe, training=False) - stock(probe, training=False))))
+  if difference > _STOCK_TOLERANCE:
+    raise ValueError(f"stock rebuild differs from the model by {difference:.2e} in the logits")
+  logging.info("stock-Keras rebuild matches the model (max logit difference %.1e)", difference)
+  return stock
+
+
+def _serving_fn(model: keras.Model, kind: str):
+  """pixels -> {"logits", "probabilities"}, probabilities indexed like the class names."""
+
+  def serve(pixels):
+    logits = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
+    if kind == "softmax":
+      probabilities = tf.nn.softmax(logits)
+    elif kind == "binary":
+      positive = tf.sigmoid(logits)
+      probabilities = tf.concat([1.0 - positive, positive], axis=-1)
+    else:
+      probabilities = tf.sigmoid(logits)
+    return {"logits": logits, "probabilities": probabilities}
+
+  return serve
+
+
+def _write_saved_model(model: keras.Model, kind: str, path: str) -> None:
+  height, width = model.input_shape[1:3]
+  serve = _serving_fn(model, kind)
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  for name, dtype in (("serving_default", tf.float32), ("serving_uint8", tf.uint8)):
+    archive.add_endpoint(name, serve, input_signature=[
+        tf.TensorSpec([None, height, width, 3], dtype, name="pixels")])
+  archive.write_out(path, verbose=False)
+
+
+def _write_tflite(model: keras.Model, kind: str, path: str) -> None:
+  with tempfile.TemporaryDirectory() as saved_model_dir:
+    _write_saved_model(model, kind, saved_model_dir)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                         signature_keys=["serving_default"])
+    flatbuffer = converter.convert()
+  with open(path, "wb") as f:
+    f.write(flatbuffer)
+
+
+def labels_path(artifact_path: str) -> str:
+  """Where an artifact's labels/metadata JSON goes: beside it, named after it in full
+  (model.keras -> model.keras.labels.json), so two formats in one folder do not clash."""
+  return artifact_path.rstrip(os.sep) + ".labels.json"
+
+
+def metadata(config: ExperimentConfig, format: str, checkpoint: str) -> dict:  # noqa: A002
+  """What a consumer of the artifact needs to feed it and read its outputs."""
+  kind = output_kind(config)
+  probabilities = {"binary": "[1 - sigmoid(logit), sigmoid(logit)]",
+                   "softmax": "softmax(logits)", "multilabel": "sigmoid(logits), per class"}[kind]
+  return {
+      "format": format,
+      "task": config.input.task,
+      "label_attribute": config.input.label_attribute if config.input.task == "attribute" else None,
+      "class_names": class_names(config),
+      "output_kind": kind,
+      "image_size": list(config.input.image_size),
+      "input": "RGB pixels in [0, 255], [batch, height, width, 3]; the whole image resized "
+               "bilinearly to image_size (no crop); scaling happens inside the model. A model "
+               "trained on CelebA expects faces framed like its aligned 178x218 crops",
+      "outputs": {"logits": "float32 [batch, num_outputs]",
+                  "probabilities": f"{probabilities}, indexed like class_names "
+                                   "(saved_model and tflite only)"},
+      "backbone": config.model.backbone,
+      "head": config.model.head,
+      "checkpoint": checkpoint,
+  }
+
+
+def export(model_dir: str, format: str, output_path: str | None = None,  # noqa: A002
+           checkpoint: str = "best") -> str:
+  """Exports a run's model; returns the artifact's path.
+
+  Args:
+    model_dir: a training run directory.
+    format: keras | saved_model | tflite.
+    output_path: the artifact's path (default: model_dir/export/model.keras,
+      model_dir/export/saved_model, model_dir/export/model.tflite).
+    checkpoint: which weights ("best", "latest" or a path; see load_model).
+  """
+  if format not in FORMATS:
+    raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+  path = output_path or os.path.join(model_dir, "export", _DEFAULT_NAMES[format])
+  if format == "keras" and not path.endswith(".keras"):
+    raise ValueError(f"{path}: a Keras model file must end in .keras")
+  model, config = load_model(model_dir, checkpoint)
+  stock = to_stock_keras(model)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  kind = output_kind(config)
+  if format == "keras":
+    stock.save(path)
+  elif format == "saved_model":
+    _write_saved_model(stock, kind, path)
+  else:
+    _write_tflite(stock, kind, path)
+  with open(labels_path(path), "w") as f:
+    json.dump(metadata(config, format, checkpoint), f, indent=2)
+  logging.info("exported %s (%s) and %s", path, format, labels_path(path))
+  return path

@@ -1,0 +1,224 @@
+"""Face detection and alignment to CelebA's aligned-crop framing.
+
+Models trained on CelebA's `img_align_celeba` have only seen 178x218 crops in which a
+similarity transform put the eyes, nose and mouth at nearly fixed places. A photo must
+be framed the same way before such a model sees it: detect the face, find its
+landmarks, and warp it onto CelebA's mean landmark positions.
+
+Detectors, best first:
+- `mtcnn` (the `faces` extra; its weights ship inside the package, so it runs offline):
+  a box and five landmarks per face; all five are fitted.
+- OpenCV's bundled Haar cascade (OpenCV 4.x; OpenCV 5 moved cascades out of the main
+  package): a box only. The eyes and mouth are placed at fixed fractions of the box,
+  so the framing is rougher; `make_detector` logs which detector runs.
+
+No face is a result (`status="no_face"`), not an exception: a batch of photos goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+# CelebA's aligned crops: (height, width).
+CELEBA_CROP_SIZE = (218, 178)
+# Mean landmark positions (x, y) of list_landmarks_align_celeba.txt in the 178x218 crop,
+# in CelebA's column order; "left" is the eye on the image's left.
+CELEBA_LANDMARKS = {
+    "left_eye": (69.0, 111.0),
+    "right_eye": (108.0, 111.0),
+    "nose": (88.0, 135.0),
+    "mouth_left": (72.0, 152.0),
+    "mouth_right": (106.0, 152.0),
+    "mouth_center": (89.0, 152.0),  # the corners' midpoint, for detectors without corners
+}
+# A landmark further than this from its template place (in crop pixels; the eyes are 39
+# apart) after the fit is an outlier the fit ignores, e.g. a mouth corner on a profile.
+_OUTLIER_PX = 10.0
+# Haar boxes -> landmark guesses, as fractions of the box, read off MTCNN's landmarks on
+# one frontal portrait: rough, as a box-based crop is.
+_HAAR_LANDMARKS = {"left_eye": (0.285, 0.37), "right_eye": (0.715, 0.37),
+                   "mouth_center": (0.5, 0.78)}
+DETECTORS = ("auto", "mtcnn", "haar")
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+  """One face in a source image.
+
+  Attributes:
+    box: (x, y, width, height) in source pixels.
+    landmarks: name -> (x, y) in source pixels, names as in CELEBA_LANDMARKS.
+    score: the detector's confidence (1.0 when it gives none).
+  """
+
+  box: tuple[float, float, float, float]
+  landmarks: dict[str, tuple[float, float]]
+  score: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignedFace:
+  """The outcome for one image.
+
+  Attributes:
+    status: "ok" or "no_face".
+    image: the aligned RGB uint8 crop [218, 178, 3] (None without a face).
+    detection: the face that was aligned: the largest one found.
+    num_faces: how many faces the detector found.
+    detector: which detector ran ("mtcnn" or "haar").
+  """
+
+  status: str
+  image: np.ndarray | None
+  detection: Detection | None
+  num_faces: int
+  detector: str
+
+
+class FaceDetector(Protocol):
+  name: str
+
+  def detect(self, image: np.ndarray) -> list[Detection]:
+    """Faces in an RGB uint8 image [H, W, 3]."""
+
+
+class MtcnnDetector:
+  """MTCNN (Zhang et al. 2016) from the `mtcnn` package: boxes and five landmarks."""
+
+  name = "mtcnn"
+
+  def __init__(self, min_face_size: int = 20):
+    from mtcnn import MTCNN  # optional dependency: the `faces` extra
+
+    self._mtcnn = MTCNN()
+    self._min_face_size = min_face_size
+
+  def detect(self, image: np.ndarray) -> list[Detection]:
+    if min(image.shape[:2]) < 12:  # below PNet's 12 px window nothing can be found
+      return []
+    faces = self._mtcnn.detect_faces(image, min_face_size=self._min_face_size)
+    return [Detection(box=tuple(float(v) for v in face["box"]),
+                      landmarks={name: (float(x), float(y))
+                                 for name, (x, y) in face["keypoints"].items()},
+                      score=float(face["confidence"]))
+            for face in faces]
+
+
+class HaarDetector:
+  """OpenCV's frontal-face Haar cascade: boxes only; landmarks guessed from the box."""
+
+  name = "haar"
+
+  def __init__(self, min_face_size: int = 24):
+    path = haar_cascade_path()
+    if path is None:
+      raise ImportError(f"OpenCV {cv2.__version__} has no bundled Haar cascades (OpenCV 5 "
+                        "moved them out); install mtcnn (pip install 'facetrain[faces]')")
+    self._cascade = cv2.CascadeClassifier(path)
+    self._min_face_size = min_face_size
+
+  def detect(self, image: np.ndarray) -> list[Detection]:
+    if min(image.shape[:2]) < self._min_face_size:
+      return []
+    gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    boxes = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                           minSize=(self._min_face_size,) * 2)
+    return [Detection(box=(float(x), float(y), float(w), float(h)),
+                      landmarks={k: (float(x + fx * w), float(y + fy * h))
+                                 for k, (fx, fy) in _HAAR_LANDMARKS.items()})
+            for x, y, w, h in boxes]
+
+
+def haar_cascade_path() -> str | None:
+  """OpenCV's bundled frontal-face cascade, or None where this OpenCV has none."""
+  if not hasattr(cv2, "CascadeClassifier"):
+    return None
+  folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+  path = os.path.join(folder or "", "haarcascade_frontalface_default.xml")
+  return path if folder and os.path.exists(path) else None
+
+
+def mtcnn_available() -> bool:
+  try:
+    import mtcnn  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def make_detector(kind: str = "auto") -> FaceDetector:
+  """Builds a detector: "mtcnn", "haar", or "auto" (mtcnn if installed, else haar).
+
+  Raises:
+    ImportError: the requested detector (for "auto": either) is not available.
+  """
+  if kind not in DETECTORS:
+    raise ValueError(f"unknown face detector {kind!r}; known: {', '.join(DETECTORS)}")
+  if kind == "mtcnn" or kind == "auto" and mtcnn_available():
+    detector = MtcnnDetector()
+  elif kind == "haar" or haar_cascade_path():
+    if kind == "auto":
+      logging.warning("face detection: mtcnn is not installed; falling back to OpenCV's Haar "
+                      "cascade, which finds no landmarks, so alignment is coarser "
+                      "(pip install 'facetrain[faces]' for MTCNN)")
+    detector = HaarDetector()
+  else:
+    raise ImportError("no face detector: install mtcnn (pip install 'facetrain[faces]'); "
+                      f"OpenCV {cv2.__version__} ships no Haar cascades to fall back on")
+  logging.info("face detection: %s", detector.name)
+  return detector
+
+
+def similarity_to_celeba(landmarks: dict[str, tuple[float, float]]) -> np.ndarray | None:
+  """The 2x3 similarity (rotation, uniform scale, shift) taking `landmarks` onto
+  CelebA's template, fitted to all shared points; None if they are degenerate."""
+  names = [n for n in CELEBA_LANDMARKS if n in landmarks]
+  if len(names) < 2:
+    return None
+  source = np.array([landmarks[n] for n in names], np.float32)
+  target = np.array([CELEBA_LANDMARKS[n] for n in names], np.float32)
+  matrix, _ = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                          ransacReprojThreshold=_OUTLIER_PX)
+  if matrix is None or not np.all(np.isfinite(matrix)):
+    return None
+  return matrix
+
+
+def warp_to_celeba(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  """Warps an RGB image by a similarity `matrix` into a 178x218 CelebA-framed crop."""
+  scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+  if scale < 0.5:
+    # Bilinear warping samples 4 pixels per output pixel; shrinking more than 2x first
+    # by area averaging avoids aliasing on high-resolution photos.
+    factor = 2.0 * scale
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    shrunk = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    fx, fy = size[0] / image.shape[1], size[1] / image.shape[0]
+    # resize maps pixel centres: shrunk = f * (x + 0.5) - 0.5; undo that before `matrix`.
+    matrix = matrix @ np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5],
+                                [0, 0, 1]])
+    image = shrunk
+  height, width = CELEBA_CROP_SIZE
+  return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+
+
+def _area(detection: Detection) -> float:
+  return detection.box[2] * detection.box[3]
+
+
+def align_face(image: np.ndarray, detector: FaceDetector) -> AlignedFace:
+  """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing."""
+  detections = sorted(detector.detect(image), key=_area, reverse=True)
+  for detection in detections:
+    matrix = similarity_to_celeba(detection.landmarks)
+    if matrix is not None:
+      return AlignedFace("ok", warp_to_celeba(image, matrix), detection, len(detections),
+                         detector.name)
+  return AlignedFace("no_face", None, None, len(detections), detector.name)

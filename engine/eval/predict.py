@@ -1,0 +1,317 @@
+"""Predicting labels for image files with a trained run.
+
+Each image is prepared as the evaluation pipeline prepares a stored one (JPEGs decoded by
+TensorFlow with the same settings, a bilinear resize of the whole image to the run's
+size, rounded to uint8 when the run fed uint8), or, with `detect_faces`, first aligned
+to CelebA's crop framing (`engine.eval.faces`).
+Batches have one static shape (the last one is padded), so one traced function serves
+every batch. A file that cannot be read is an error entry naming it; the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps  # installed with tensorboard
+
+from engine.data.pipeline import read_manifest
+from engine.eval import faces
+from engine.train.config import ExperimentConfig
+from engine.train.restore import load_model
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+OUTPUT_FORMATS = (".csv", ".json")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+  """What to predict.
+
+  Attributes:
+    model_dir: a training run directory.
+    inputs: image files and folders (a folder's images with IMAGE_EXTENSIONS, sorted).
+    checkpoint: "best", "latest", or a weights path (see engine.train.restore.load_model).
+    batch_size: images per model call.
+    output: a .csv or .json file to write the predictions to (None: only return them).
+    detect_faces: detect and align the largest face to CelebA's framing first.
+  """
+
+  model_dir: str
+  inputs: tuple[str, ...]
+  checkpoint: str = "best"
+  batch_size: int = 32
+  output: str | None = None
+  detect_faces: bool = False
+
+  def validate(self) -> "PredictConfig":
+    if not self.inputs:
+      raise ValueError("no inputs: give image files or folders")
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.output and os.path.splitext(self.output)[1].lower() not in OUTPUT_FORMATS:
+      raise ValueError(f"{self.output}: output must end in {' or '.join(OUTPUT_FORMATS)}")
+    return self
+
+
+def output_kind(config: ExperimentConfig) -> str:
+  """How logits become probabilities: "binary" (one sigmoid logit), "multilabel"
+  (a sigmoid per attribute) or "softmax"."""
+  if config.model.num_outputs == 1:
+    return "binary"
+  return "multilabel" if config.input.task == "attributes" else "softmax"
+
+
+def _read_manifest_or_none(data_dir: str) -> dict | None:
+  try:
+    return read_manifest(data_dir)
+  except (OSError, ValueError) as e:
+    logging.warning("class names: cannot read the run's manifest (%s)", e)
+    return None
+
+
+def _attribute_names(attribute: str) -> list[str]:
+  return ["female", "male"] if attribute == "Male" else [f"not_{attribute}", attribute]
+
+
+def class_names(config: ExperimentConfig) -> list[str]:
+  """Names of the model's classes (of its attributes, for multi-label), in output order.
+
+  From the run's manifest when it is readable; otherwise CelebA's naming for a binary
+  attribute, and class indices for the rest.
+  """
+  task, attribute = config.input.task, config.input.label_attribute
+  manifest = _read_manifest_or_none(config.input.data_dir)
+  num_outputs = config.model.num_outputs
+  expected = 2 if output_kind(config) == "binary" else num_outputs
+  if manifest is None:
+    names = (_attribute_names(attribute) if task == "attribute"
+             else [str(i) for i in range(expected)])
+  elif manifest.get("source") == "folder":
+    names = list(manifest["class_names"])
+  elif task == "attribute":
+    names = _attribute_names(attribute)
+  elif task == "identity":
+    names = [f"identity_{n}" for n in manifest.get("identities", [])]
+  else:
+    names = list(manifest.get("attribute_names", []))
+  if len(names) != expected:
+    logging.warning("class names: %d names for %d classes; using indices", len(names), expected)
+    names = [str(i) for i in range(expected)]
+  return names
+
+
+def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
+  """Files to predict, as (path, error): folders expand to their sorted images."""
+  entries = []
+  for path in inputs:
+    if os.path.isdir(path):
+      images = sorted(os.path.join(path, name) for name in os.listdir(path)
+                      if name.lower().endswith(IMAGE_EXTENSIONS)
+                      and os.path.isfile(os.path.join(path, name)))
+      if not images:
+        entries.append((path, f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+      entries.extend((image, None) for image in images)
+    elif os.path.isfile(path):
+      entries.append((path, None))
+    else:
+      entries.append((path, f"{path}: no such file or folder"))
+  return entries
+
+
+# EXIF orientation -> how to turn the stored pixels upright (PIL's exif_transpose table).
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1),
+}
+
+
+def _exif_orientation(data: bytes) -> int:
+  """The EXIF orientation tag of an encoded image (1, upright, when it has none)."""
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      return int(image.getexif().get(0x0112, 1))
+  except Exception as e:  # a broken EXIF block must not lose the picture
+    logging.debug("no EXIF orientation: %s", e)
+    return 1
+
+
+def load_image(path: str) -> np.ndarray:
+  """Reads an image file as upright RGB uint8 [H, W, 3].
+
+  JPEGs are decoded by `tf.io.decode_jpeg` with the input pipeline's settings: its
+  default (fast integer) DCT differs from OpenCV's and Pillow's by up to ~8 levels per
+  pixel, a skew between training and prediction. Other formats go through OpenCV, then
+  Pillow. The EXIF orientation is applied (the training shards ignore it; see the
+  sharder), so a phone photo is seen the way its owner sees it.
+
+  Raises:
+    ValueError: the file is not an image that can be decoded (the message names it).
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:3] == b"\xff\xd8\xff":
+    try:
+      image = tf.io.decode_jpeg(data, channels=3).numpy()
+    except tf.errors.InvalidArgumentError as e:
+      raise ValueError(f"{path}: not a readable image ({e.message.strip()})") from None
+    orient = _ORIENTATIONS.get(_exif_orientation(data))
+    return np.ascontiguousarray(orient(image)) if orient else image
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+  if image is not None:  # OpenCV applies the EXIF orientation itself
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+  try:  # formats this OpenCV build lacks
+    with Image.open(io.BytesIO(data)) as pil:
+      return np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+  except Exception as e:  # Pillow raises many types for a bad file
+    raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _resize_fn(image_size: tuple[int, int], output_dtype: str):
+  """Whole image -> the run's size and input dtype, as the eval pipeline does (_decode)."""
+  dtype = tf.as_dtype(output_dtype)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def resize(image):
+    image = tf.image.resize(image, image_size, method="bilinear")
+    if dtype == tf.uint8:
+      return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return tf.cast(tf.cast(image, dtype), tf.float32)  # the pipeline's rounding, in float32
+
+  return resize
+
+
+def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, kind: str):
+  """One traced function: a fixed-shape batch of pixels -> probabilities."""
+  activation = tf.nn.softmax if kind == "softmax" else tf.sigmoid
+
+  @tf.function(input_signature=[tf.TensorSpec([batch_size, *image_size, 3], dtype)])
+  def probabilities(images):
+    return activation(tf.cast(model(images, training=False), tf.float32))
+
+  return probabilities
+
+
+def _describe(probabilities: np.ndarray, names: list[str], kind: str) -> dict:
+  """One image's probabilities -> label, confidence and per-class probabilities."""
+  if kind == "binary":
+    p = float(probabilities[0])
+    probabilities = np.array([1.0 - p, p])
+  if kind == "multilabel":
+    on = [n for n, p in zip(names, probabilities) if p >= 0.5]
+    label = "+".join(on) if on else "none"
+    # the least certain of the per-attribute decisions
+    confidence = float(np.min(np.maximum(probabilities, 1.0 - probabilities)))
+  else:
+    best = int(np.argmax(probabilities))
+    label, confidence = names[best], float(probabilities[best])
+  return {"label": label, "confidence": confidence,
+          "probabilities": {n: float(p) for n, p in zip(names, probabilities)}}
+
+
+class _Batcher:
+  """Collects prepared images and runs full (padded) batches through the model."""
+
+  def __init__(self, fn, batch_size: int, image_shape, dtype, on_result):
+    self._fn, self._batch_size, self._on_result = fn, batch_size, on_result
+    self._zeros = np.zeros(image_shape, dtype.as_numpy_dtype)
+    self._images, self._keys = [], []
+
+  def add(self, key, image: np.ndarray) -> None:
+    self._images.append(image)
+    self._keys.append(key)
+    if len(self._images) == self._batch_size:
+      self.flush()
+
+  def flush(self) -> None:
+    if not self._images:
+      return
+    padding = [self._zeros] * (self._batch_size - len(self._images))
+    outputs = self._fn(tf.constant(np.stack(self._images + padding))).numpy()
+    for key, output in zip(self._keys, outputs):
+      self._on_result(key, output)
+    self._images, self._keys = [], []
+
+
+def _read_and_align(path: str, detector) -> tuple[np.ndarray | None, dict]:
+  """One file -> (RGB image to resize, or None; fields for its result)."""
+  try:
+    image = load_image(path)
+  except (OSError, ValueError) as e:
+    message = str(e) if path in str(e) else f"{path}: {e}"
+    logging.warning("%s", message)
+    return None, {"status": "error", "message": message}
+  if detector is None:
+    return image, {}
+  face = faces.align_face(image, detector)
+  if face.status != "ok":
+    return None, {"status": "no_face", "message": f"{path}: no face found ({face.detector})"}
+  return face.image, {"face": {"detector": face.detector, "num_faces": face.num_faces,
+                               "box": [round(v, 1) for v in face.detection.box],
+                               "score": face.detection.score}}
+
+
+def predict(config: PredictConfig) -> list[dict]:
+  """Predicts every input image; returns one dict per file, in input order.
+
+  Each dict has `file` and `status`: "ok" (with `label`, `confidence`, `probabilities`
+  {class name: p}), "error" or "no_face" (with `message`). With `detect_faces`, "ok"
+  entries also carry `face` (detector, box, score, num_faces).
+  """
+  config.validate()
+  model, run = load_model(config.model_dir, config.checkpoint)
+  kind, names = output_kind(run), class_names(run)
+  image_size = tuple(run.input.image_size)
+  entries = expand_inputs(config.inputs)
+  batch_size = max(1, min(config.batch_size, len(entries)))
+  dtype = tf.uint8 if run.input.output_dtype == "uint8" else tf.float32
+  resize = _resize_fn(image_size, run.input.output_dtype)
+  detector = faces.make_detector() if config.detect_faces else None
+  results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
+
+  def on_result(index, probabilities):
+    results[index].update(status="ok", **_describe(probabilities, names, kind))
+
+  batcher = _Batcher(_model_fn(model, batch_size, image_size, dtype, kind), batch_size,
+                     (*image_size, 3), dtype, on_result)
+  for index, (path, error) in enumerate(entries):
+    if error is not None:
+      logging.warning("%s", error)
+      results[index].update(status="error", message=error)
+      continue
+    image, fields = _read_and_align(path, detector)
+    results[index].update(fields)
+    if image is not None:
+      batcher.add(index, resize(tf.constant(image)).numpy())
+  batcher.flush()
+  counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "error", "no_face")}
+  logging.info("predicted %d images (%d errors, %d without a face)", counts["ok"],
+               counts["error"], counts["no_face"])
+  if config.output:
+    write_predictions(results, names, config.output)
+  return results
+
+
+def write_predictions(results: list[dict], names: list[str], path: str) -> None:
+  """Writes `results` as JSON (a list) or CSV (a column per class), by extension."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if path.lower().endswith(".json"):
+    with open(path, "w") as f:
+      json.dump(results, f, indent=2)
+  else:
+    columns = ["file", "status", "label", "confidence", *[f"p_{n}" for n in names], "message"]
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, columns, extrasaction="ignore")
+      writer.writeheader()
+      for result in results:
+        probabilities = {f"p_{n}": p for n, p in result.get("probabilities", {}).items()}
+        writer.writerow({**result, **probabilities})
+  logging.info("wrote %d predictions to %s", len(results), path)

@@ -1,0 +1,116 @@
+"""engine.eval.faces: alignment geometry, the no-face result, and the detectors."""
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.eval import faces
+from engine.eval.faces import CELEBA_CROP_SIZE, CELEBA_LANDMARKS, Detection
+
+_FIVE = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+class _StubDetector:
+  """Returns fixed detections: alignment tested apart from any detector."""
+
+  name = "stub"
+
+  def __init__(self, detections):
+    self._detections = detections
+
+  def detect(self, image):
+    del image
+    return self._detections
+
+
+def _moved_template(angle_deg, scale, shift):
+  """CelebA's landmarks carried by a similarity into a larger photo."""
+  a = math.radians(angle_deg)
+  rotation = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+  return {n: tuple(rotation @ np.array(CELEBA_LANDMARKS[n]) + shift) for n in _FIVE}
+
+
+def _dot_image(landmarks, size=(600, 700)):
+  """A grey photo with a bright 5x5 dot at each landmark."""
+  image = np.full((*size, 3), 90, np.uint8)
+  for x, y in landmarks.values():
+    image[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3] = 255
+  return image
+
+
+def test_alignment_puts_landmarks_on_celeba_template():
+  landmarks = _moved_template(angle_deg=25.0, scale=2.2, shift=(240.0, 80.0))
+  face = faces.align_face(_dot_image(landmarks),
+                          _StubDetector([Detection((0, 0, 1, 1), landmarks)]))
+  assert face.status == "ok" and face.image.shape == (*CELEBA_CROP_SIZE, 3)
+  assert face.image.dtype == np.uint8
+  for name in _FIVE:  # each dot lands (blurred by the shrink) where CelebA has it
+    x, y = (int(v) for v in CELEBA_LANDMARKS[name])
+    assert face.image[y, x].mean() > 150, name
+  assert face.image[10, 10].mean() == pytest.approx(90, abs=2)
+
+
+def test_an_outlying_landmark_does_not_move_the_fit():
+  landmarks = _moved_template(angle_deg=-10.0, scale=1.5, shift=(100.0, 50.0))
+  exact = faces.similarity_to_celeba(landmarks)
+  landmarks["mouth_right"] = (landmarks["mouth_right"][0] + 60, landmarks["mouth_right"][1])
+  np.testing.assert_allclose(faces.similarity_to_celeba(landmarks), exact, atol=1e-3)
+
+
+def test_no_face_is_a_result_and_the_largest_face_wins():
+  image = np.zeros((80, 80, 3), np.uint8)
+  none = faces.align_face(image, _StubDetector([]))
+  assert (none.status, none.image, none.num_faces) == ("no_face", None, 0)
+  small = Detection((0, 0, 10, 10), _moved_template(0.0, 0.2, (0.0, 0.0)))
+  large = Detection((0, 0, 40, 40), _moved_template(0.0, 0.4, (0.0, 0.0)))
+  face = faces.align_face(image, _StubDetector([small, large]))
+  assert face.status == "ok" and face.detection is large and face.num_faces == 2
+
+
+def test_real_detector_finds_no_face_in_noise():
+  try:
+    detector = faces.make_detector()
+  except ImportError as e:
+    pytest.skip(str(e))
+  rng = np.random.default_rng(0)
+  for image in (rng.integers(0, 256, (96, 80, 3), np.uint8), np.zeros((6, 6, 3), np.uint8)):
+    face = faces.align_face(image, detector)
+    assert face.status == "no_face" and face.detector == detector.name
+
+
+def test_without_any_detector_the_error_says_what_to_install(monkeypatch):
+  monkeypatch.setattr(faces, "mtcnn_available", lambda: False)
+  monkeypatch.setattr(faces, "haar_cascade_path", lambda: None)
+  with pytest.raises(ImportError, match=r"facetrain\[faces\]"):
+    faces.make_detector()
+  with pytest.raises(ValueError, match="unknown face detector"):
+    faces.make_detector("dlib")
+
+
+def test_haar_fallback(monkeypatch, caplog):
+  if faces.haar_cascade_path() is None:
+    pytest.skip("this OpenCV ships no Haar cascades (OpenCV 5 moved them out)")
+  monkeypatch.setattr(faces, "mtcnn_available", lambda: False)
+  detector = faces.make_detector()
+  assert detector.name == "haar" and "Haar" in caplog.text
+  assert faces.align_face(np.full((64, 64, 3), 128, np.uint8), detector).status == "no_face"
+
+
+def test_mtcnn_runs_offline_from_its_packaged_weights():
+  pytest.importorskip("mtcnn")
+  detector = faces.make_detector("mtcnn")
+  assert detector.name == "mtcnn"
+  assert detector.detect(np.full((120, 100, 3), 128, np.uint8)) == []
+
+
+def test_mtcnn_aligns_a_real_photo():
+  """Needs a real face: scikit-image ships one (NASA's public-domain astronaut portrait)."""
+  pytest.importorskip("mtcnn")
+  data = pytest.importorskip("skimage.data")
+  face = faces.align_face(data.astronaut(), faces.make_detector("mtcnn"))
+  assert face.status == "ok" and face.num_faces == 1
+  matrix = faces.similarity_to_celeba(face.detection.landmarks)
+  for name in ("left_eye", "right_eye"):
+    x, y = face.detection.landmarks[name]
+    np.testing.assert_allclose(matrix @ [x, y, 1.0], CELEBA_LANDMARKS[name], atol=4.0)

@@ -1,0 +1,181 @@
+"""engine.eval.predict on a tiny run directory and real image files."""
+
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from engine.data.pipeline import InputConfig, make_dataset
+from engine.eval import faces
+from engine.eval.predict import PredictConfig, class_names, load_image, predict
+from engine.models import ModelConfig, build_model
+from engine.train.config import ExperimentConfig, TrainConfig
+
+
+def write_run_dir(model_dir, data_dir="/nonexistent/shards", backbone="tiny_resnet",
+                  num_outputs=1, task="attribute", image_size=(32, 32)) -> str:
+  """A run directory as the trainer leaves it, with random non-trivial BN statistics
+  (fresh ones are 0/1, which would hide a batch-norm mix-up)."""
+  model_dir = str(model_dir)
+  model_config = ModelConfig(backbone, image_size=image_size, num_outputs=num_outputs)
+  experiment = ExperimentConfig(input=InputConfig(data_dir, task=task, image_size=image_size),
+                                model=model_config, train=TrainConfig(model_dir=model_dir))
+  os.makedirs(os.path.join(model_dir, "best"), exist_ok=True)
+  with open(os.path.join(model_dir, "config.json"), "w") as f:
+    f.write(experiment.to_json())
+  model = build_model(model_config)
+  rng = np.random.default_rng(0)
+  for weight in model.weights:
+    if "moving_variance" in weight.path:
+      weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+    elif any(k in weight.path for k in ("moving_mean", "gamma", "beta")):
+      weight.assign(weight.numpy() + rng.normal(0, 0.2, weight.shape).astype("float32"))
+  model.save_weights(os.path.join(model_dir, "best", "model.weights.h5"))
+  return model_dir
+
+
+def write_images(folder) -> list[str]:
+  """Three real JPEGs and a PNG of different sizes, a corrupt .jpg and a text file."""
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(1)
+  for i, (h, w) in enumerate([(40, 30), (64, 64), (50, 90)]):
+    cv2.imwrite(os.path.join(folder, f"face{i}.jpg"), rng.integers(0, 256, (h, w, 3), np.uint8))
+  cv2.imwrite(os.path.join(folder, "gray.png"), rng.integers(0, 256, (20, 24), np.uint8))
+  with open(os.path.join(folder, "broken.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+  with open(os.path.join(folder, "notes.txt"), "w") as f:
+    f.write("not an image")
+  return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n != "notes.txt")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return write_run_dir(tmp_path_factory.mktemp("run"))
+
+
+def test_folder_with_a_corrupt_file(run_dir, tmp_path):
+  files = write_images(tmp_path / "images")
+  output = str(tmp_path / "preds.csv")
+  results = predict(PredictConfig(run_dir, (str(tmp_path / "images"),), batch_size=3,
+                                  output=output))
+  assert [r["file"] for r in results] == files  # sorted, the .txt skipped
+  by_name = {os.path.basename(r["file"]): r for r in results}
+  broken = by_name.pop("broken.jpg")
+  assert broken["status"] == "error" and "broken.jpg" in broken["message"]
+  for result in by_name.values():  # 4 images: a full batch of 3 and a padded one
+    assert result["status"] == "ok", result
+    assert result["label"] in ("female", "male")
+    probabilities = result["probabilities"]
+    assert set(probabilities) == {"female", "male"}
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    assert result["confidence"] == pytest.approx(probabilities[result["label"]])
+    assert result["confidence"] >= 0.5
+  with open(output) as f:
+    rows = list(csv.DictReader(f))
+  assert [row["file"] for row in rows] == files
+  assert rows[0].keys() >= {"status", "label", "confidence", "p_female", "p_male", "message"}
+
+  # The batch size (and so the padding) does not change an image's prediction.
+  single = predict(PredictConfig(run_dir, tuple(files), batch_size=1))
+  for a, b in zip(results, single):
+    assert a["status"] == b["status"]
+    if a["status"] == "ok":
+      assert a["probabilities"]["male"] == pytest.approx(b["probabilities"]["male"], abs=1e-6)
+
+
+def test_missing_paths_and_json_output(run_dir, tmp_path):
+  write_images(tmp_path / "images")
+  output = str(tmp_path / "out" / "preds.json")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  results = predict(PredictConfig(run_dir, (str(tmp_path / "images" / "face0.jpg"),
+                                            str(tmp_path / "nope.jpg"), str(empty)),
+                                  output=output))
+  assert [r["status"] for r in results] == ["ok", "error", "error"]
+  assert "nope.jpg" in results[1]["message"] and "no images" in results[2]["message"]
+  with open(output) as f:
+    assert json.load(f) == results
+  with pytest.raises(ValueError, match="must end in"):
+    predict(PredictConfig(run_dir, ("x.jpg",), output=str(tmp_path / "preds.txt")))
+
+
+def test_predictions_match_the_eval_pipeline(celeba_dir, celeba_shards, tmp_path):
+  """The files predicted one by one give what the model gives on the eval pipeline's
+  batch of the same images (the pipeline's order is shuffled: compared as sorted sets)."""
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
+  with open(os.path.join(celeba_dir, "list_eval_partition.txt")) as f:
+    test_files = [os.path.join(celeba_dir, "img_align_celeba", line.split()[0])
+                  for line in f if line.split()[1:] == ["2"]]
+  results = predict(PredictConfig(model_dir, tuple(test_files), batch_size=8))
+  from_files = sorted(r["probabilities"]["male"] for r in results)
+
+  model = build_model(ModelConfig("tiny_resnet", image_size=(32, 32)))
+  model.load_weights(os.path.join(model_dir, "best", "model.weights.h5"))
+  images, _, mask = next(iter(make_dataset(InputConfig(
+      celeba_shards, split="test", image_size=(32, 32), global_batch_size=64, training=False))))
+  logits = model(images, training=False).numpy()[mask.numpy() > 0, 0]
+  assert len(results) == len(logits) == 32
+  np.testing.assert_allclose(from_files, sorted(tf.sigmoid(logits).numpy()), atol=1e-6)
+
+
+def test_jpeg_decoded_as_the_pipeline_and_turned_upright(tmp_path):
+  rng = np.random.default_rng(2)
+  pixels = rng.integers(0, 256, (24, 40, 3), np.uint8)
+  path = str(tmp_path / "phone.jpg")
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+  Image.fromarray(pixels).save(path, exif=exif.tobytes())
+  with open(path, "rb") as f:
+    stored = tf.io.decode_jpeg(f.read(), channels=3).numpy()
+  image = load_image(path)
+  assert image.shape == (40, 24, 3)
+  np.testing.assert_array_equal(image, np.rot90(stored, -1))  # bit-exact with TF's decoder
+  with Image.open(path) as pil:
+    upright = np.asarray(ImageOps.exif_transpose(pil))
+  assert np.abs(image.astype(int) - upright).mean() < 3  # Pillow: another DCT, same picture
+
+  png = str(tmp_path / "plain.png")
+  cv2.imwrite(png, cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+  np.testing.assert_array_equal(load_image(png), pixels)
+  with pytest.raises(ValueError, match="notes.jpg: not a readable image"):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    load_image(str(bad))
+
+
+def _config(data_dir, task="attribute", attribute="Male", num_outputs=1):
+  return ExperimentConfig(input=InputConfig(str(data_dir), task=task, label_attribute=attribute),
+                          model=ModelConfig("tiny_resnet", num_outputs=num_outputs),
+                          train=TrainConfig())
+
+
+def test_class_names(celeba_shards, tmp_path):
+  assert class_names(_config(celeba_shards)) == ["female", "male"]
+  assert class_names(_config(celeba_shards, attribute="Smiling")) == ["not_Smiling", "Smiling"]
+  assert class_names(_config(celeba_shards, "attributes", num_outputs=4)) == [
+      "Eyeglasses", "Male", "Smiling", "Young"]
+  assert class_names(_config(tmp_path / "gone")) == ["female", "male"]
+  assert class_names(_config(tmp_path / "gone", "identity", num_outputs=3)) == ["0", "1", "2"]
+  folder = tmp_path / "folder_shards"
+  folder.mkdir()
+  (folder / "manifest.json").write_text(json.dumps({"source": "folder",
+                                                    "class_names": ["cat", "dog", "eel"]}))
+  assert class_names(_config(folder, "identity", num_outputs=3)) == ["cat", "dog", "eel"]
+
+
+def test_detect_faces_reports_no_face(run_dir, tmp_path):
+  try:
+    faces.make_detector()
+  except ImportError as e:
+    pytest.skip(str(e))
+  files = write_images(tmp_path / "images")
+  results = predict(PredictConfig(run_dir, tuple(files), detect_faces=True))
+  statuses = {os.path.basename(r["file"]): r["status"] for r in results}
+  assert statuses == {"broken.jpg": "error", "face0.jpg": "no_face", "face1.jpg": "no_face",
+                      "face2.jpg": "no_face", "gray.png": "no_face"}
+  assert all("no face" in r["message"] for r in results if r["status"] == "no_face")

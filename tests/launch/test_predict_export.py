@@ -1,0 +1,68 @@
+"""`python -m launch.predict` and `python -m launch.export`, run as a user runs them."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.eval.test_predict import write_images, write_run_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                        cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return write_run_dir(tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.slow  # two fresh interpreters importing TensorFlow
+def test_predict_prints_each_image_and_fails_on_a_bad_file(run_dir, tmp_path):
+  files = write_images(tmp_path / "images")
+  output = str(tmp_path / "preds.csv")
+  result = _run("launch.predict", f"--model_dir={run_dir}", str(tmp_path / "images"),
+                f"--output={output}", "--batch_size=2")
+  assert result.returncode != 0, result.stderr
+  lines = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+  assert [line[0] for line in lines] == files
+  for path, label, value in lines:
+    if path.endswith("broken.jpg"):
+      assert label == "ERROR" and "broken.jpg: not a readable image" in value
+    else:
+      assert label in ("female", "male") and 0.5 <= float(value) <= 1.0
+  assert "1 of 5 files failed" in result.stdout
+  with open(output) as f:
+    assert len(list(csv.DictReader(f))) == 5
+
+  good = [f for f in files if not f.endswith("broken.jpg")]
+  result = _run("launch.predict", f"--model_dir={run_dir}", *good,
+                f"--output={tmp_path / 'preds.json'}")
+  assert result.returncode == 0, result.stderr
+  with open(tmp_path / "preds.json") as f:
+    assert [r["status"] for r in json.load(f)] == ["ok"] * 4
+
+
+def test_predict_without_images_is_a_usage_error(run_dir):
+  result = _run("launch.predict", f"--model_dir={run_dir}")
+  assert result.returncode != 0 and "give one or more image files" in result.stderr
+
+
+@pytest.mark.slow
+def test_export_prints_the_artifact(run_dir, tmp_path):
+  output = str(tmp_path / "served")
+  result = _run("launch.export", f"--model_dir={run_dir}", "--format=saved_model",
+                f"--output={output}")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().splitlines()[-1] == output
+  assert os.path.exists(os.path.join(output, "saved_model.pb"))
+  with open(output + ".labels.json") as f:
+    assert json.load(f)["class_names"] == ["female", "male"]
+  bad = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx")
+  assert bad.returncode != 0 and "onnx" in bad.stderr
