@@ -100,16 +100,19 @@ def _keras_from_directory(tree, config) -> float:
   return _rate(iter(ds.prefetch(tf.data.AUTOTUNE)), config.batches, config.batch_size)
 
 
+def synthetic_shards(work_dir: str, num_images: int) -> str:
+  """CelebA-size (218x178) synthetic faces sharded into work_dir/shards; returns that path."""
+  celeba = write_synthetic_celeba(SyntheticConfig(
+      os.path.join(work_dir, "celeba"), image_size=(218, 178), num_identities=200,
+      num_examples={"train": num_images, "validation": 10}))
+  shards = os.path.join(work_dir, "shards")
+  shard_dataset(ShardConfig("celeba", celeba, shards, num_shards=8))
+  return shards
+
+
 def run_input_benchmark(config: InputBenchConfig) -> dict:
   with tempfile.TemporaryDirectory(prefix="facetrain-input-bench-") as work:
-    shards = config.data_dir
-    if shards is None:
-      n = config.num_images
-      celeba = write_synthetic_celeba(SyntheticConfig(
-          os.path.join(work, "celeba"), image_size=(218, 178), num_identities=200,
-          num_examples={"train": n, "validation": 10}))
-      shards = os.path.join(work, "shards")
-      shard_dataset(ShardConfig("celeba", celeba, shards, num_shards=8))
+    shards = config.data_dir or synthetic_shards(work, config.num_images)
     images = _encoded_images(shards)
     tree = _folder_tree(images, os.path.join(work, "tree"))
     rates = {

@@ -1,25 +1,36 @@
-"""Training throughput: one compiled train step, images/s, variants side by side.
+"""Training throughput: our loop against stock Keras 3 `fit` and tf_keras `fit`, one run.
 
-For each backbone (synthetic in-memory input, so only compute is measured):
-  fused      our model (FusedBatchNorm)
-  keras_bn   the same model with stock Keras 3 BatchNormalization
-  tf_keras   tf_keras (Keras 2) applications model of the same architecture, where one exists
-All run the same step: forward, BCE-with-logits loss, gradients, Adam update, inside one
-tf.function (no XLA: it cannot compile every op here on CPU, and Keras' fit default is off).
+Per backbone, on the same synthetic in-memory batch (so only the training step counts),
+same architecture, batch, optimizer (Adam) and precision:
+  ours           engine.train's multi-step loop (steps_per_loop steps per host call),
+                 fused batch norm, XLA as `--jit_compile=auto` would choose
+  ours_keras_bn  the same loop with stock Keras 3 BatchNormalization (isolates the BN kernel)
+  keras_fit      stock Keras 3: keras BN, model.compile + model.fit (Keras' own defaults)
+  tf_keras_fit   tf_keras (Keras 2) applications model + fit: the seeds' / Model Garden's stack
+Then our loop on real shards (the input pipeline included) reports images/s and the
+fraction of step time spent waiting for input.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
+import logging
+import tempfile
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from engine.data import pipeline
+from engine.data.augment import AugmentConfig
 from engine.models import ModelConfig, build_model
+from engine.monitor import DeviceSampler, machine_description
+from engine.train import precision as precision_lib
+from engine.train import strategy as strategy_lib
+from engine.train.loop import make_train_loop
+from engine.train.task import TaskSpec, make_train_step
 
 # tf_keras.applications constructors by our backbone name.
 TF_KERAS_APPS = {
@@ -35,84 +46,141 @@ class ThroughputConfig:
   backbones: tuple[str, ...] = ("resnet50",)
   image_size: tuple[int, int] = (128, 128)
   batch_size: int = 32
-  precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
+  precision: str = "auto"            # auto | float32 | mixed_bfloat16 | mixed_float16
+  jit_compile: str = "auto"          # for `ours`: auto | true | false
   warmup_steps: int = 2
-  steps: int = 6
+  steps: int = 8
+  data_dir: str | None = None        # shards for the pipeline run; None: synthetic shards
+  pipeline_steps: int = 0            # 0: skip the real-input run
   output_json: str | None = None
 
 
-def _step_rate(model, optimizer, config: ThroughputConfig) -> float:
-  images = tf.random.uniform([config.batch_size, *config.image_size, 3], 0, 255)
-  labels = tf.cast(tf.random.uniform([config.batch_size]) < 0.5, tf.float32)
-  variables = model.trainable_variables
+def _batch(config: ThroughputConfig):
+  images = tf.random.stateless_uniform([config.batch_size, *config.image_size, 3], [1, 2], 0, 255)
+  labels = tf.cast(tf.random.stateless_uniform([config.batch_size], [3, 4]) < 0.5, tf.int32)
+  return images, labels
 
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      logits = tf.cast(model(x, training=True), tf.float32)[:, 0]
-      loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(y, logits))
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
 
-  for _ in range(config.warmup_steps):
-    step(images, labels).numpy()
+def _timed(run_steps, warmup: int, steps: int, batch_size: int) -> float:
+  run_steps(warmup)
   start = time.perf_counter()
-  for _ in range(config.steps):
-    loss = step(images, labels)
-  loss.numpy()  # wait for the last step
-  return config.steps * config.batch_size / (time.perf_counter() - start)
+  run_steps(steps)
+  return steps * batch_size / (time.perf_counter() - start)
 
 
-def _ours(name: str, batch_norm: str, config: ThroughputConfig) -> float:
-  keras.config.set_dtype_policy(config.precision)
+def _ours(name: str, batch_norm: str, config: ThroughputConfig, policy: str, use_jit: bool,
+          dataset=None) -> dict:
+  keras.config.set_dtype_policy(policy)
   try:
+    strategy = tf.distribute.get_strategy()
     model = build_model(ModelConfig(name, image_size=config.image_size, batch_norm=batch_norm))
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
-    return _step_rate(model, optimizer, config)
+    step_fn = make_train_step(TaskSpec("attribute", 1), model, optimizer, config.batch_size)
+    loop = make_train_loop(strategy, step_fn, use_jit, measure_wait=True)
+    if dataset is None:
+      dataset = tf.data.Dataset.from_tensors(_batch(config)).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    waits = []
+
+    def run_steps(n):
+      start = time.perf_counter()
+      _, wait, _, done = loop(iterator, tf.constant(n))
+      waits.append(float(wait) / (time.perf_counter() - start))
+      assert int(done) == n
+
+    steps = config.pipeline_steps if dataset is not None and config.pipeline_steps else config.steps
+    rate = _timed(run_steps, config.warmup_steps, steps, config.batch_size)
+    return {"images_per_sec": rate, "input_wait_fraction": waits[-1]}
   finally:
     keras.config.set_dtype_policy("float32")
 
 
-def _tf_keras(name: str, config: ThroughputConfig) -> float | None:
+def _fit_rate(model, compile_fn, config: ThroughputConfig) -> float:
+  compile_fn(model)
+  dataset = tf.data.Dataset.from_tensors(_batch(config)).repeat()
+
+  def run_steps(n):
+    model.fit(dataset, steps_per_epoch=n, epochs=1, verbose=0)
+
+  return _timed(run_steps, config.warmup_steps, config.steps, config.batch_size)
+
+
+def _keras_fit(name: str, config: ThroughputConfig, policy: str) -> float:
+  keras.config.set_dtype_policy(policy)
+  try:
+    model = build_model(ModelConfig(name, image_size=config.image_size, batch_norm="keras"))
+    return _fit_rate(model, lambda m: m.compile(
+        keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True)), config)
+  finally:
+    keras.config.set_dtype_policy("float32")
+
+
+def _tf_keras_fit(name: str, config: ThroughputConfig, policy: str) -> float | None:
   if name not in TF_KERAS_APPS:
     return None
   import tf_keras  # the `bench` extra
 
-  tf_keras.mixed_precision.set_global_policy(config.precision)
+  tf_keras.mixed_precision.set_global_policy(policy)
   try:
     base = getattr(tf_keras.applications, TF_KERAS_APPS[name])(
         include_top=False, weights=None, input_shape=(*config.image_size, 3), pooling="avg")
     outputs = tf_keras.layers.Dense(1, dtype="float32")(base.output)
     model = tf_keras.Model(base.input, outputs)
-    optimizer = tf_keras.optimizers.Adam(1e-4)
-    optimizer.build(model.trainable_variables)
-    return _step_rate(model, optimizer, config)
+    return _fit_rate(model, lambda m: m.compile(
+        tf_keras.optimizers.Adam(1e-4), tf_keras.losses.BinaryCrossentropy(from_logits=True)),
+        config)
   finally:
     tf_keras.mixed_precision.set_global_policy("float32")
 
 
+def _ratio(a, b):
+  return round(a / b, 3) if a and b else None
+
+
+def _pipeline_dataset(config: ThroughputConfig, workdir: str) -> tf.data.Dataset:
+  data_dir = config.data_dir
+  if not data_dir:
+    from engine.bench.input_pipeline import synthetic_shards
+    data_dir = synthetic_shards(workdir, 1000)
+  return pipeline.make_dataset(pipeline.InputConfig(
+      data_dir, image_size=config.image_size, global_batch_size=config.batch_size,
+      augment=AugmentConfig(flip=True, zoom=0.1, translate=0.08)))
+
+
 def run_throughput_benchmark(config: ThroughputConfig) -> dict:
+  policy, why = precision_lib.resolve_precision(config.precision)
+  use_jit, jit_why = strategy_lib.resolve_jit(config.jit_compile, tf.distribute.get_strategy())
+  logging.info("precision %s (%s); XLA %s (%s)", policy, why, use_jit, jit_why)
   results = []
-  for name in config.backbones:
-    rates = {"fused": _ours(name, "fused", config), "keras_bn": _ours(name, "keras", config),
-             "tf_keras": _tf_keras(name, config)}
-    results.append({
-        "backbone": name,
-        "images_per_sec": {k: (round(v, 2) if v is not None else None) for k, v in rates.items()},
-        "fused_vs_keras_bn": round(rates["fused"] / rates["keras_bn"], 3),
-        "fused_vs_tf_keras": (round(rates["fused"] / rates["tf_keras"], 3)
-                              if rates["tf_keras"] else None),
-        "tf_keras_note": None if rates["tf_keras"] else "tf_keras.applications has no such model",
-    })
+  with DeviceSampler() as sampler:
+    for name in config.backbones:
+      ours = _ours(name, "fused", config, policy, use_jit)
+      rates = {"ours": ours["images_per_sec"],
+               "ours_keras_bn": _ours(name, "keras", config, policy, use_jit)["images_per_sec"],
+               "keras_fit": _keras_fit(name, config, policy),
+               "tf_keras_fit": _tf_keras_fit(name, config, policy)}
+      entry = {"backbone": name,
+               "images_per_sec": {k: (round(v, 2) if v else None) for k, v in rates.items()},
+               "ours_vs_keras_fit": _ratio(rates["ours"], rates["keras_fit"]),
+               "ours_vs_tf_keras_fit": _ratio(rates["ours"], rates["tf_keras_fit"]),
+               "fused_bn_vs_keras_bn": _ratio(rates["ours"], rates["ours_keras_bn"]),
+               "tf_keras_note": None if rates["tf_keras_fit"] else
+               "tf_keras.applications has no such model"}
+      if config.pipeline_steps:
+        with tempfile.TemporaryDirectory() as workdir:
+          real = _ours(name, "fused", config, policy, use_jit, _pipeline_dataset(config, workdir))
+        entry["with_input_pipeline"] = {
+            "images_per_sec": round(real["images_per_sec"], 2),
+            "input_wait_fraction": round(real["input_wait_fraction"], 4),
+            "vs_synthetic_input": _ratio(real["images_per_sec"], rates["ours"])}
+      results.append(entry)
   report = {
       "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "output_json"},
-      "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                  "tensorflow": tf.__version__, "keras": keras.__version__,
-                  "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]},
-      "results": results,
+      "precision": policy, "precision_reason": why, "jit_compile": use_jit, "jit_reason": jit_why,
+      "machine": machine_description(), "device": sampler.summary(), "results": results,
   }
   if config.output_json:
     with open(config.output_json, "w") as f:
-      json.dump(report, f, indent=2)
+      json.dump(report, f, indent=2, default=lambda o: None if o is np.nan else str(o))
   return report

@@ -223,18 +223,26 @@ def _train_dataset(run: _Run, skip_steps: int):
 
 
 def _make_train_loop(run: _Run):
-  """One tf.function running up to n steps; returns (sums, input wait s, first bad, done)."""
   step_fn = make_train_step(run.spec, run.model, run.optimizer,
                             run.config.input.global_batch_size, run.ema)
-  if run.use_jit:
-    step_fn = tf.function(step_fn, jit_compile=True)
-  strategy = run.strategy
-  sum_op = tf.distribute.ReduceOp.SUM
   # Input wait = time blocked in get_next, read with tf.timestamp, which TensorFlow
   # refuses under op determinism: deterministic runs do not measure it.
   measure_wait = not run.config.train.deterministic
   if not measure_wait:
     logging.info("deterministic: input-wait fraction not measured (tf.timestamp is disabled)")
+  return make_train_loop(run.strategy, step_fn, run.use_jit, measure_wait)
+
+
+def make_train_loop(strategy: tf.distribute.Strategy, step_fn, use_jit: bool,
+                    measure_wait: bool = True):
+  """One tf.function running up to n steps of `step_fn` over a distributed iterator.
+
+  Returns train_loop(iterator, n) -> (sums of the step's outputs, seconds blocked on
+  input, index of the first non-finite loss or -1, steps done).
+  """
+  if use_jit:
+    step_fn = tf.function(step_fn, jit_compile=True)
+  sum_op = tf.distribute.ReduceOp.SUM
 
   @tf.function
   def train_loop(iterator, num_steps):

@@ -153,3 +153,9 @@ def test_identity_on_disjoint_split_is_a_clear_error(celeba_shards, tmp_path):
   config = dataclasses.replace(config, input=dataclasses.replace(config.input, task="identity"))
   with pytest.raises(ValueError, match="identity-disjoint"):
     train(config)
+
+
+def test_profile_steps_write_a_trace(celeba_shards, tmp_path):
+  train(tiny_experiment(celeba_shards, str(tmp_path), epochs=1, profile_steps=(2, 6)))
+  traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files]
+  assert any(f.endswith(".xplane.pb") for f in traces)
