@@ -33,6 +33,8 @@ flags.DEFINE_string("cache", _I.cache, "auto | memory | none | a file path.")
 flags.DEFINE_enum("balance", _I.balance, ["none", "resample"], "Balanced class sampling.")
 flags.DEFINE_string("tf_data_service", None, "grpc://host:port of a tf.data service dispatcher.")
 flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")
+flags.DEFINE_list("crop_box", None, "top,left,height,width fractions of each image to keep "
+                  "before resizing (e.g. the face in CelebA's 178x218 aligned crops).")
 # Augmentation (ImageDataGenerator's units).
 flags.DEFINE_bool("flip", _A.flip, "Random horizontal flips.")
 flags.DEFINE_float("rotation", _A.rotation_deg, "Max rotation, degrees.")
@@ -100,7 +102,8 @@ def experiment_config_from_flags() -> ExperimentConfig:
   input_config = InputConfig(
       data_dir=F.data_dir, task=F.task, label_attribute=F.label_attribute, image_size=size,
       global_batch_size=batch, augment=augment, seed=train.seed, deterministic=train.deterministic,
-      cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service)
+      cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
+      crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None)
   model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
                       finetune_last_n=F.finetune_last_n, weights=F.weights,
                       weights_path=F.weights_path, dropout=F.dropout,

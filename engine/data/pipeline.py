@@ -57,6 +57,7 @@ class InputConfig:
   output_dtype: str = "uint8"
   balance: str = "none"
   tf_data_service: str | None = None
+  crop_box: tuple[float, float, float, float] | None = None
 
   def validate(self, manifest: dict) -> "InputConfig":
     if self.task not in TASKS:
@@ -70,6 +71,14 @@ class InputConfig:
     if self.balance not in ("none", "resample"):
       raise ValueError(f"balance must be none or resample, got {self.balance!r}")
     num_classes(manifest, self.task, self.label_attribute)  # raises on a bad label source
+    if self.crop_box is not None:
+      top, left, height, width = self.crop_box
+      if not (len(self.crop_box) == 4 and 0 <= top and 0 <= left and height > 0 and width > 0
+              and top + height <= 1 and left + width <= 1):
+        raise ValueError(f"crop_box must be top,left,height,width fractions inside the image, "
+                         f"got {self.crop_box}")
+      if self.augment.random_resized_crop:
+        raise ValueError("crop_box and random_resized_crop both choose the crop; use one")
     return self
 
 
@@ -155,13 +164,33 @@ def _label_fn(config: InputConfig, manifest: dict):
 def _decode_ratio(config: InputConfig, manifest: dict) -> int:
   """JPEG DCT scaling (1/2/4/8) when stored images are much larger than the target."""
   shape = manifest.get("image_shape")
-  if not shape or config.augment.random_resized_crop and config.training:
+  if not shape or config.crop_box is not None or config.augment.random_resized_crop and \
+      config.training:
     return 1
   ratio = 1
   while ratio < 8 and min(shape[0] / (ratio * 2) / config.image_size[0],
                           shape[1] / (ratio * 2) / config.image_size[1]) >= 1.0:
     ratio *= 2
   return ratio
+
+
+def crop_window(image_shape, crop_box) -> tf.Tensor:
+  """[top, left, height, width] pixels of `crop_box` (fractions) in an image of image_shape.
+
+  Shared by the pipeline (fused decode_and_crop_jpeg) and prediction (crop of a decoded
+  image), so both cut exactly the same pixels.
+  """
+  h, w = tf.cast(image_shape[0], tf.float32), tf.cast(image_shape[1], tf.float32)
+  top, left, height, width = crop_box
+  window = tf.round(tf.stack([top * h, left * w, height * h, width * w]))
+  return tf.maximum(tf.cast(window, tf.int32), [0, 0, 1, 1])
+
+
+def _decode_jpeg(encoded, config: InputConfig, ratio: int):
+  if config.crop_box is not None:  # fused: only the face box is decoded
+    window = crop_window(tf.image.extract_jpeg_shape(encoded), config.crop_box)
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+  return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
 
 
 def _decode(encoded, seed, config: InputConfig, ratio: int):
@@ -176,12 +205,12 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
     image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)  # fused: decodes only the crop
   elif config.training and config.augment.affine and not _needs_warp(config.augment):
     # zoom/shift only: a random crop_and_resize box does augmentation and resize at once
-    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+    image = _decode_jpeg(encoded, config, ratio)
     image = random_zoom_shift_resize(image, seed, config.image_size, config.augment)
     image.set_shape([*config.image_size, 3])
     return image
   else:
-    image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+    image = _decode_jpeg(encoded, config, ratio)
   # Bilinear without antialiasing: CelebA's 218x178 -> 128 px is a mild downscale, and
   # the antialiased kernel costs 50% more than the decode-ceiling's plain resize.
   image = tf.image.resize(image, config.image_size, method="bilinear")

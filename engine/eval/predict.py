@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps  # installed with tensorboard
 
-from engine.data.pipeline import read_manifest
+from engine.data.pipeline import crop_window, read_manifest
 from engine.eval import faces
 from engine.train.config import ExperimentConfig
 from engine.train.restore import load_model
@@ -175,12 +175,15 @@ def load_image(path: str) -> np.ndarray:
     raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def _resize_fn(image_size: tuple[int, int], output_dtype: str):
-  """Whole image -> the run's size and input dtype, as the eval pipeline does (_decode)."""
+def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
+  """Image -> the run's crop, size and input dtype, as the eval pipeline does (_decode)."""
   dtype = tf.as_dtype(output_dtype)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def resize(image):
+    if crop_box is not None:
+      top, left, height, width = tf.unstack(crop_window(tf.shape(image), crop_box))
+      image = tf.image.crop_to_bounding_box(image, top, left, height, width)
     image = tf.image.resize(image, image_size, method="bilinear")
     if dtype == tf.uint8:
       return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -273,7 +276,7 @@ def predict(config: PredictConfig) -> list[dict]:
   entries = expand_inputs(config.inputs)
   batch_size = max(1, min(config.batch_size, len(entries)))
   dtype = tf.uint8 if run.input.output_dtype == "uint8" else tf.float32
-  resize = _resize_fn(image_size, run.input.output_dtype)
+  resize = _resize_fn(image_size, run.input.output_dtype, run.input.crop_box)
   detector = faces.make_detector() if config.detect_faces else None
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 

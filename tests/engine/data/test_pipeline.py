@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from engine.data.augment import AugmentConfig
-from engine.data.pipeline import (InputConfig, class_weights, make_dataset, num_classes,
+from engine.data.pipeline import (InputConfig, class_weights, crop_window, make_dataset, num_classes,
                                   read_manifest)
 
 
@@ -113,3 +113,21 @@ def test_tf_data_service_serves_the_same_batches(celeba_shards):
   finally:
     worker.stop()
     dispatcher.stop()
+
+
+def test_crop_box_decodes_only_the_box_and_matches_crop_then_resize(celeba_shards):
+  box = (0.25, 0.1, 0.6, 0.8)
+  config = InputConfig(celeba_shards, split="validation", training=False, image_size=(24, 24),
+                       global_batch_size=4, output_dtype="float32", crop_box=box)
+  images = next(iter(make_dataset(config)))[0].numpy()
+  files = [os.path.join(celeba_shards, s["file"])
+           for s in read_manifest(celeba_shards)["splits"]["validation"]["shards"]]
+  first = next(iter(tf.data.TFRecordDataset(files[:1])))
+  encoded = tf.io.parse_single_example(first, {"image": tf.io.FixedLenFeature([], tf.string)})
+  full = tf.io.decode_jpeg(encoded["image"], channels=3)
+  top, left, height, width = crop_window(tf.shape(full), box).numpy()
+  assert (height, width) == (round(0.6 * full.shape[0]), round(0.8 * full.shape[1]))
+  expected = tf.image.resize(full[top:top + height, left:left + width], (24, 24)).numpy()
+  np.testing.assert_allclose(images[0], expected, atol=1.0)  # fused vs full IDCT rounding
+  with pytest.raises(ValueError, match="crop_box"):
+    make_dataset(InputConfig(celeba_shards, crop_box=(0.5, 0.0, 0.6, 1.0)))
