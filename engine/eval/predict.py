@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps  # installed with tensorboard
 
-from engine.data.pipeline import crop_window, read_manifest
+from engine.data.pipeline import InputConfig, crop_window, read_manifest
 from engine.eval import faces
 from engine.train.config import ExperimentConfig
+from engine.train.evaluation import class_names as training_class_names
 from engine.train.restore import load_model
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -78,7 +79,7 @@ def _read_manifest_or_none(data_dir: str) -> dict | None:
 
 
 def _attribute_names(attribute: str) -> list[str]:
-  return ["female", "male"] if attribute == "Male" else [f"not_{attribute}", attribute]
+  return training_class_names(InputConfig("", label_attribute=attribute), {"source": "celeba"})
 
 
 def class_names(config: ExperimentConfig) -> list[str]:
@@ -94,14 +95,8 @@ def class_names(config: ExperimentConfig) -> list[str]:
   if manifest is None:
     names = (_attribute_names(attribute) if task == "attribute"
              else [str(i) for i in range(expected)])
-  elif manifest.get("source") == "folder":
-    names = list(manifest["class_names"])
-  elif task == "attribute":
-    names = _attribute_names(attribute)
-  elif task == "identity":
-    names = [f"identity_{n}" for n in manifest.get("identities", [])]
   else:
-    names = list(manifest.get("attribute_names", []))
+    names = training_class_names(config.input, manifest)
   if len(names) != expected:
     logging.warning("class names: %d names for %d classes; using indices", len(names), expected)
     names = [str(i) for i in range(expected)]
