@@ -158,8 +158,10 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str) -> dict:  #
       "class_names": class_names(config),
       "output_kind": kind,
       "image_size": list(config.input.image_size),
-      "input": "RGB pixels in [0, 255], [batch, height, width, 3]; the whole image resized "
-               "bilinearly to image_size (no crop); scaling happens inside the model. A model "
+      "crop_box": list(config.input.crop_box) if config.input.crop_box else None,
+      "input": "RGB pixels in [0, 255], [batch, height, width, 3]: the image cut to crop_box "
+               "(top, left, height, width as fractions; null: the whole image), then resized "
+               "bilinearly to image_size; scaling happens inside the model. A model "
                "trained on CelebA expects faces framed like its aligned 178x218 crops",
       "outputs": {"logits": "float32 [batch, num_outputs]",
                   "probabilities": f"{probabilities}, indexed like class_names "
