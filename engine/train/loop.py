@@ -54,6 +54,7 @@ class _Run:
 
 def train(config: ExperimentConfig) -> dict:
   """Trains (or resumes) the configured run; returns the final summary (also summary.json)."""
+  started = time.perf_counter()
   run = _setup(config)
   config = run.config
   summaries = RunSummaries(config.train.model_dir, enabled=run.chief)
@@ -83,6 +84,7 @@ def train(config: ExperimentConfig) -> dict:
   run.checkpoint.handle_sigterm()
   boundaries = _Boundaries(config, run.steps_per_epoch, run.total_steps)
   last_metrics, stopped_by = {}, "completed"
+  step_seconds, images_seen = 0.0, 0
   sampler = DeviceSampler(interval_s=1.0)
   sampler.start()
   logging.info("training %s from step %d to %d (%d steps/epoch, global batch %d)",
@@ -98,6 +100,8 @@ def train(config: ExperimentConfig) -> dict:
       seconds = time.perf_counter() - start
       hooks_lib.check_finite(int(first_bad), step, run.policy == "mixed_float16")
       step += int(done)
+      step_seconds += seconds
+      images_seen += int(done) * config.input.global_batch_size
       if config.train.profile_steps and step >= config.train.profile_steps[1]:
         summaries.stop_profile()
       logs = _train_logs(run, sums, float(wait_sec), seconds, meter, step)
@@ -130,7 +134,9 @@ def train(config: ExperimentConfig) -> dict:
     sampler.stop()
     summaries.stop_profile()
     summaries.flush()
-  return _finish(run, step, stopped_by, last_metrics, best, sampler.summary())
+  timing = {"wall_seconds": time.perf_counter() - started, "train_step_seconds": step_seconds,
+            "train_images_per_sec": images_seen / step_seconds if step_seconds else None}
+  return _finish(run, step, stopped_by, last_metrics, best, sampler.summary(), timing)
 
 
 def _setup(config: ExperimentConfig) -> _Run:
@@ -370,8 +376,10 @@ def weights_fingerprint(model: keras.Model) -> str:
   return digest.hexdigest()
 
 
-def _finish(run: _Run, step: int, stopped_by: str, metrics: dict, best, system: dict) -> dict:
-  summary = {"step": step, "total_steps": run.total_steps, "stopped_by": stopped_by,
+def _finish(run: _Run, step: int, stopped_by: str, metrics: dict, best, system: dict,
+            timing: dict) -> dict:
+  """Writes summary.json. Timing covers this process only (a resumed run: since the resume)."""
+  summary = {"step": step, "total_steps": run.total_steps, "stopped_by": stopped_by, **timing,
              "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
              "best": best.state(), "precision": run.policy, "jit_compile": run.use_jit,
              "replicas": run.strategy.num_replicas_in_sync,

@@ -1,0 +1,34 @@
+"""Train one recipe on several backbones and tabulate accuracy, time, throughput, latency.
+
+  python -m benchmarks.recipes --flagfile=celeba_dev.flags \
+      --backbones=resnet18,resnet34,vgg11,googlenet,mobilenet_v3_large,resnet50 \
+      --epochs=8 --work_dir=runs/recipes --output_json=recipes.json
+
+Every training flag of launch.train applies (the flagfile and overrides); only the
+backbone and the model directory change per row.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from engine.bench.recipes import RecipeTableConfig, run_recipe_table
+from launch import experiment_flags
+
+_BACKBONES = flags.DEFINE_list("backbones", ["resnet18"], "Backbones to train, one row each.")
+_WORK_DIR = flags.DEFINE_string("work_dir", "runs/recipes", "One run directory per backbone here.")
+_LATENCY_ITERATIONS = flags.DEFINE_integer("latency_iterations", 30, "Timed batch-1 calls.")
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Write the rows here.")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  report = run_recipe_table(RecipeTableConfig(
+      experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value), _WORK_DIR.value,
+      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value))
+  print(report["markdown"])
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=lambda argv: flags.FLAGS(
+      experiment_flags.resolve_flagfile_args(argv)))
