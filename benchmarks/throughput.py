@@ -19,7 +19,8 @@ _PRECISION = flags.DEFINE_enum("precision", "auto",
                                "Dtype policy (auto: as launch.train would choose).")
 _JIT = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for our loop.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 2, "Untimed steps (tracing, allocation).")
-_STEPS = flags.DEFINE_integer("steps", 8, "Timed steps per variant.")
+_STEPS = flags.DEFINE_integer("steps", 8, "Timed steps per variant and round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Interleaved timing rounds (best counts).")
 _PIPELINE_STEPS = flags.DEFINE_integer("pipeline_steps", 0,
                                        "Also time our loop on real shards (0: skip).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards for the pipeline run (default: "
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> None:
   report = run_throughput_benchmark(ThroughputConfig(
       backbones=tuple(_BACKBONES.value), image_size=(size[0], size[-1]),
       batch_size=_BATCH_SIZE.value, precision=_PRECISION.value, jit_compile=_JIT.value,
-      warmup_steps=_WARMUP.value, steps=_STEPS.value, data_dir=_DATA_DIR.value,
+      warmup_steps=_WARMUP.value, steps=_STEPS.value, rounds=_ROUNDS.value, data_dir=_DATA_DIR.value,
       pipeline_steps=_PIPELINE_STEPS.value, output_json=_OUTPUT_JSON.value))
   print(f"precision {report['precision']}, XLA {report['jit_compile']}; images/s")
   print(f"{'backbone':<20}{'ours':>8}{'ours+kerasBN':>13}{'keras fit':>10}{'tf_keras fit':>13}"

@@ -12,9 +12,10 @@ ResNet50 float32 ~1.5x faster frozen).
 
 Baselines, measured in the same process on the same model and input:
   predict      `model.predict(x, verbose=0)` batch-1 latency (Keras' default path)
-  flop floor   the model's FLOPs at batch 1 / the peak GFLOP/s of a large tf.matmul timed
-               here: float32 (`flop_floor_ms`), and in the policy's compute dtype
-               (`flop_floor_ms_same_dtype`: on a CPU with AMX, bf16 matmuls run ~4x float32)
+  flop floor   the model's FLOPs at batch 1 / the peak GFLOP/s of a large tf.matmul, timed
+               before and after the rows (the higher counts): float32 (`flop_floor_ms`), and
+               the policy's compute dtype (`flop_floor_ms_same_dtype`; with AMX, bf16
+               matmuls run ~4x float32, so a bf16 model can beat the float32 floor)
 A DeviceSampler covers each timed window; its summary says how busy the host was
 (`other_processes_cpu_pct`: CPU used by other processes, which distorts latency).
 """
@@ -26,6 +27,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -37,7 +39,6 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from engine.models import BACKBONES, ModelConfig, build_model
 from engine.models.flops import count_flops
 from engine.monitor import DeviceSampler, machine_description
-from engine.monitor.machine import usable_cores
 from engine.train.precision import resolve_precision
 
 # Registered for tests only (a few thousand parameters): not worth a default row.
@@ -177,8 +178,9 @@ def _measure(model, single, batch, xla: bool, config: LatencyConfig) -> dict[str
     times = [_timed_call(one_fn, (single,)) for _ in range(config.iterations)]
     batch_s = sum(_timed_call(batch_fn, (batch,)) for _ in range(config.throughput_batches))
   device = sampler.summary()
-  # host/cpu_pct is over all cores, process_cpu_pct in cores x 100: the rest is others'.
-  ours_pct = (device["host/process_cpu_pct_mean"] or 0.0) / usable_cores()
+  # host/cpu_pct averages all logical CPUs, process_cpu_pct counts 100 a core: the rest
+  # of the host's use is other processes'.
+  ours_pct = (device["host/process_cpu_pct_mean"] or 0.0) / (os.cpu_count() or 1)
   others_pct = max((device["host/cpu_pct_mean"] or 0.0) - ours_pct, 0.0)
   return {"latency_ms": latency_stats_ms(times),
           "images_per_sec": round(config.throughput_batches * config.batch_size / batch_s, 2),

@@ -68,10 +68,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run_recipe_table(config: RecipeTableConfig) -> dict:
-  rows = [_row(config, backbone) for backbone in config.backbones]
-  report = {"experiment": json.loads(config.experiment.to_json()), "rows": rows,
-            "markdown": markdown_table(rows)}
-  if config.output_json:
-    with open(config.output_json, "w") as f:
-      json.dump(report, f, indent=2)
+  """Trains the rows in order; the JSON is rewritten after each, so a long table that is
+  stopped keeps its finished rows (and a rerun resumes each run from its checkpoints)."""
+  rows = []
+  for backbone in config.backbones:
+    rows.append(_row(config, backbone))
+    report = {"experiment": json.loads(config.experiment.to_json()), "rows": rows,
+              "markdown": markdown_table(rows)}
+    if config.output_json:
+      with open(config.output_json, "w") as f:
+        json.dump(report, f, indent=2)
   return report
