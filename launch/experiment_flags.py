@@ -55,6 +55,8 @@ flags.DEFINE_string("weights", _M.weights, "none | imagenet | a .weights.h5/.ker
 flags.DEFINE_string("weights_path", None, "Local ImageNet weights file (no downloads).")
 flags.DEFINE_float("dropout", _M.dropout, "Head dropout.")
 flags.DEFINE_enum("batch_norm", _M.batch_norm, ["fused", "keras"], "Batch-norm kernel.")
+flags.DEFINE_float("bn_momentum", _M.bn_momentum, "Batch-norm momentum for every layer (0: the "
+                   "architecture's own).")
 # Training: one flag per TrainConfig field, same name and default.
 for _field, _value in vars(_T).items():
   if _field in ("profile_steps", "step_decay_epochs"):
@@ -107,7 +109,7 @@ def experiment_config_from_flags() -> ExperimentConfig:
   model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
                       finetune_last_n=F.finetune_last_n, weights=F.weights,
                       weights_path=F.weights_path, dropout=F.dropout,
-                      batch_norm=F.batch_norm).validate()
+                      batch_norm=F.batch_norm, bn_momentum=F.bn_momentum).validate()
   _check_names(model)
   return ExperimentConfig(input=input_config, model=model, train=train, eval_split=F.eval_split)
 

@@ -31,6 +31,18 @@ def build_model(config: ModelConfig) -> keras.Model:
   features = backbone(x)
   outputs = head(features, config.num_outputs, config.dropout)
   model = keras.Model(inputs, outputs, name=f"{config.backbone}_{config.head}")
+  if config.bn_momentum:
+    for layer in _layers(model):
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = config.bn_momentum
   if config.weights not in ("none", "", "imagenet"):
     load_our_weights(model, config.weights)
   return model
+
+
+def _layers(model: keras.Model):
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      yield from _layers(layer)
+    else:
+      yield layer

@@ -23,6 +23,9 @@ class ModelConfig:
     weights_path: a local ImageNet weights file (offline use of `imagenet`).
     dropout: the head's dropout rate (mlp, deep).
     batch_norm: fused (TensorFlow's fused kernel) or keras (stock, for comparisons).
+    bn_momentum: > 0 sets every batch-norm layer's moving-average momentum; 0 keeps the
+      architecture's own (keras.applications' MobileNetV3 uses 0.999: its moving statistics
+      need thousands of steps, too slow for a short from-scratch run).
   """
 
   backbone: str = "resnet18"
@@ -35,6 +38,7 @@ class ModelConfig:
   weights_path: str | None = None
   dropout: float = 0.0
   batch_norm: str = "fused"
+  bn_momentum: float = 0.0
 
   def validate(self) -> "ModelConfig":
     if self.finetune not in FINETUNE_POLICIES:
@@ -45,6 +49,8 @@ class ModelConfig:
       raise ValueError(f"num_outputs must be >= 1, got {self.num_outputs}")
     if min(self.image_size) < 16:
       raise ValueError(f"image_size must be at least 16x16, got {self.image_size}")
+    if not 0.0 <= self.bn_momentum < 1.0:
+      raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if self.finetune == "scratch" and self.weights not in ("none", ""):

@@ -145,3 +145,17 @@ def test_every_backbone_builds_with_fused_bn(name, policy):
   assert out.shape == (1, 2) and out.dtype == "float32"
   assert not any(type(l) is keras.layers.BatchNormalization
                  for l in model.get_layer(index=2).layers)
+
+
+def test_bn_momentum_overrides_every_batch_norm_layer():
+  model = build_model(ModelConfig("mobilenet_v3_small", image_size=(32, 32), bn_momentum=0.9))
+  layers = []
+  stack = list(model.layers)
+  while stack:
+    layer = stack.pop()
+    stack.extend(getattr(layer, "layers", []))
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layers.append(layer)
+  assert layers and all(layer.momentum == 0.9 for layer in layers)
+  default = build_model(ModelConfig("mobilenet_v3_small", image_size=(32, 32)))
+  assert any(getattr(l, "momentum", None) == 0.999 for l in default.get_layer(index=2).layers)
