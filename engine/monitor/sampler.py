@@ -26,6 +26,7 @@ import pynvml
 # driver is news once.
 _LOGGED_REASONS: set[str] = set()
 _LOG_LOCK = threading.Lock()
+_UNAVAILABLE_MESSAGE = "NVML unavailable (%s): sampling host CPU and RSS only"
 
 # Per-GPU metrics that get a mean and a peak in summary(); the energy counter gets a delta.
 _GPU_METRICS = ("utilization_pct", "memory_used_mb", "power_w", "temperature_c")
@@ -42,19 +43,27 @@ def nvml_error_text(error: pynvml.NVMLError) -> str:
     return f"{type(error).__name__} (NVML error code {getattr(error, 'value', '?')})"
 
 
-def _log_unavailable_once(reason: str) -> None:
+def _log_once(level: int, message: str, reason: str) -> None:
+  """Logs `message % reason` the first time this process meets `reason`."""
   with _LOG_LOCK:
     if reason in _LOGGED_REASONS:
       return
     _LOGGED_REASONS.add(reason)
-  logging.info("NVML unavailable (%s): sampling host CPU and RSS only", reason)
+  logging.log(level, message, reason)
 
 
 def _nvml_field(read, scale: float = 1.0) -> float | None:
-  """One NVML reading scaled to our units, or None where the device does not support it."""
+  """One NVML reading scaled to our units; None where unsupported or failing.
+
+  A failing reading (a lost GPU, say) must not end the sampling thread, so it becomes
+  None too, and its error is logged once.
+  """
   try:
     return read() * scale
   except pynvml.NVMLError_NotSupported:
+    return None
+  except pynvml.NVMLError as error:
+    _log_once(logging.WARNING, "NVML reading failed (%s): recording None", nvml_error_text(error))
     return None
 
 
@@ -168,14 +177,14 @@ class DeviceSampler:
       pynvml.nvmlInit()
     except pynvml.NVMLError as error:
       self.gpu_unavailable_reason = nvml_error_text(error)
-      _log_unavailable_once(self.gpu_unavailable_reason)
+      _log_once(logging.INFO, _UNAVAILABLE_MESSAGE, self.gpu_unavailable_reason)
       return
     self._nvml_initialised = True
     count = pynvml.nvmlDeviceGetCount()
     self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     if not self._handles:
       self.gpu_unavailable_reason = "NVML found no GPUs"
-      _log_unavailable_once(self.gpu_unavailable_reason)
+      _log_once(logging.INFO, _UNAVAILABLE_MESSAGE, self.gpu_unavailable_reason)
 
   def _run(self) -> None:
     while not self._stop_event.wait(self.interval_s):
