@@ -24,6 +24,12 @@ def main(argv: list[str]) -> None:
     config = experiment_flags.experiment_config_from_flags()
   except (ValueError, KeyError) as e:
     raise app.UsageError(str(e)) from None
+  from engine.data.pipeline import read_manifest
+  try:
+    read_manifest(config.input.data_dir)
+  except FileNotFoundError as e:  # the most common first-run mistake: say it plainly
+    logging.error("%s", e)
+    sys.exit(2)
   from engine.train import train  # TensorFlow starts here, after the flags are valid
   summary = train(config)
   print(json.dumps({k: summary[k] for k in ("step", "stopped_by", "final_metrics", "best")},
@@ -38,4 +44,3 @@ def parse_flags(argv: list[str]) -> list[str]:
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=parse_flags)
-  sys.exit(0)

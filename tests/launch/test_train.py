@@ -163,3 +163,9 @@ def test_two_workers_on_localhost_end_with_identical_weights(celeba_shards, tmp_
   assert chief["replicas"] == 2
   assert chief["weights_sha256"] == worker["weights_sha256"]
   assert not os.path.exists(os.path.join(model_dir, "workers", "worker_1", "checkpoints"))
+
+
+def test_missing_shards_say_how_to_make_them(tmp_path):
+  result = _run(_command(str(tmp_path / "nothing"), str(tmp_path / "run")))
+  assert result.returncode == 2
+  assert "shard the data first" in result.stderr and "Traceback" not in result.stderr
