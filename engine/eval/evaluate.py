@@ -22,7 +22,7 @@ import tensorflow as tf
 from engine.data import schema
 from engine.data.pipeline import InputConfig, make_dataset, read_manifest
 from engine.eval import metrics
-from engine.train.evaluation import class_names
+from engine.train.evaluation import class_names, probabilities
 from engine.train.restore import load_model
 
 # Identity-size buckets (examples of that identity in the split): [1], [2, 3], [4, 7], ...
@@ -175,19 +175,10 @@ def _identity_size_buckets(identities: np.ndarray) -> np.ndarray:
   return np.searchsorted(_BUCKET_EDGES, counts[inverse.reshape(-1)], side="right") - 1
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-  return 0.5 * (1.0 + np.tanh(0.5 * logits))  # no overflow for large |logits|, unlike 1/(1+e^-x)
-
-
 def _classification_report(logits, labels, config: InputConfig, manifest: dict, side: dict
                            ) -> dict:
   """Binary (one logit, sigmoid) or multi-class (softmax) metrics, slices included."""
-  if logits.shape[1] == 1:
-    p = _sigmoid(logits[:, 0])
-    probs = np.stack([1.0 - p, p], axis=1)
-  else:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = shifted / shifted.sum(axis=1, keepdims=True)
+  probs = probabilities(config.task, logits)
   names = class_names(config, manifest)
   if probs.shape[1] != len(names):
     raise ValueError(f"the model has {logits.shape[1]} outputs; task {config.task!r} on "
@@ -219,7 +210,7 @@ def _classification_report(logits, labels, config: InputConfig, manifest: dict, 
 
 
 def _multilabel_report(logits, labels, manifest: dict) -> dict:
-  probs = _sigmoid(logits)
+  probs = probabilities("attributes", logits)
   names = list(manifest["attribute_names"])
   return {"metrics": metrics.multilabel_metrics(labels, probs, names), "class_names": names}
 

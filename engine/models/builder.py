@@ -32,7 +32,7 @@ def build_model(config: ModelConfig) -> keras.Model:
   outputs = head(features, config.num_outputs, config.dropout)
   model = keras.Model(inputs, outputs, name=f"{config.backbone}_{config.head}")
   if config.bn_momentum:
-    for layer in _layers(model):
+    for layer in leaf_layers(model):
       if isinstance(layer, keras.layers.BatchNormalization):
         layer.momentum = config.bn_momentum
   if config.weights not in ("none", "", "imagenet"):
@@ -40,9 +40,10 @@ def build_model(config: ModelConfig) -> keras.Model:
   return model
 
 
-def _layers(model: keras.Model):
+def leaf_layers(model: keras.Model):
+  """Every layer of the model, descending into nested models (a backbone inside the model)."""
   for layer in model.layers:
     if isinstance(layer, keras.Model):
-      yield from _layers(layer)
+      yield from leaf_layers(layer)
     else:
       yield layer

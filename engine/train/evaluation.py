@@ -38,7 +38,7 @@ def probabilities(task: str, logits: np.ndarray) -> np.ndarray:
   if task == "identity":
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-  p = 1.0 / (1.0 + np.exp(-logits))
+  p = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid without exp overflow at large |logits|
   return np.concatenate([1.0 - p, p], axis=1) if task == "attribute" else p
 
 

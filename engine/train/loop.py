@@ -220,9 +220,8 @@ def _trial_step(config: ExperimentConfig, batch: int) -> None:
 
 
 def _train_dataset(run: _Run, skip_steps: int):
-  workers = max(strategy_lib._cluster_size(), 1) if isinstance(
-      run.strategy, tf.distribute.MultiWorkerMirroredStrategy) else 1
-  batches_per_pipeline = run.strategy.num_replicas_in_sync // workers
+  batches_per_pipeline = (run.strategy.num_replicas_in_sync //
+                          strategy_lib.num_input_pipelines(run.strategy))
   return run.strategy.distribute_datasets_from_function(
       lambda context: pipeline.make_dataset(run.config.input, context,
                                             skip_batches=skip_steps * batches_per_pipeline))

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from engine.models.builder import leaf_layers
+
 MAX_AUTO_BATCH = 256
 
 
@@ -33,20 +35,12 @@ class MemoryEstimate:
             f"MB/image -> {self.total_mb(batch_size) / 1024:.2f} GB at batch {batch_size}")
 
 
-def _layers(model):
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      yield from _layers(layer)
-    else:
-      yield layer
-
-
 def estimate_memory(model: keras.Model, optimizer_slots: int = 2) -> MemoryEstimate:
   """Counts weights (4 bytes each, x (2 + slots)) and per-image activations."""
   params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
   compute_bytes = 2 if keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16") else 4
   activations = 0
-  for layer in _layers(model):
+  for layer in leaf_layers(model):
     try:
       shapes = layer.output.shape if not isinstance(layer.output, (list, tuple)) else None
     except (AttributeError, ValueError):

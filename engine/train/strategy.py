@@ -63,6 +63,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   return strategy
 
 
+def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
+  """Input pipelines the strategy builds: one per worker under multi_worker, else one."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return max(_cluster_size(), 1)
+  return 1
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
   """Only the chief writes summaries, the best model and the canonical checkpoints."""
   resolver = getattr(strategy, "cluster_resolver", None)
