@@ -6,12 +6,15 @@ Keras dtype policy and called through one compiled function,
 function on a pre-made tf.Tensor; each timed call ends in `.numpy()`, so every sample
 includes the wait for the result. With `freeze` the variables are first folded into
 constants (`convert_variables_to_constants_v2`, the frozen graph TF inference deploys):
-oneDNN then reorders each convolution's weights into its blocked layout once instead of
-on every call, which at batch 1 is a large share of the time on a CPU (measured here:
-ResNet50 float32 ~1.5x faster frozen).
+oneDNN then reorders each convolution's weights once into its blocked layout and keeps
+them, where live weights are convolved in their plain layout by a slower kernel (most
+costly on the large late layers; measured here at batch 1: ResNet50 float32 ~1.5x and
+ResNet18 bfloat16 ~2x faster frozen).
 
-Baselines, measured in the same process on the same model and input:
-  predict      `model.predict(x, verbose=0)` batch-1 latency (Keras' default path)
+Baselines, measured in the same process:
+  predict      `model.predict(x, verbose=0)` batch-1 latency (Keras' default path) on the
+               same input and a fresh build with the same weights (seeded), run after all
+               compiled rows (see run_latency_benchmark for why the order matters)
   flop floor   the model's FLOPs at batch 1 / the peak GFLOP/s of a large tf.matmul, timed
                before and after the rows (the higher counts): float32 (`flop_floor_ms`), and
                the policy's compute dtype (`flop_floor_ms_same_dtype`; with AMX, bf16
@@ -155,7 +158,10 @@ def _compiled(model: keras.Model, spec: tf.TensorSpec, xla: bool, freeze: bool) 
   return tf.function(frozen, jit_compile=True).get_concrete_function(spec)
 
 
-def _predict_p50_ms(model: keras.Model, image: np.ndarray, config: LatencyConfig) -> float:
+def _predict_p50_ms(name: str, size: tuple[int, int], policy: str, image: np.ndarray,
+                    config: LatencyConfig) -> tuple[float, bool]:
+  """(p50 ms of `model.predict` on one image, whether predict used XLA) for a fresh build."""
+  model = _build(name, size, policy)
   for _ in range(config.warmup):
     model.predict(image, verbose=0)
   times = []
@@ -163,7 +169,9 @@ def _predict_p50_ms(model: keras.Model, image: np.ndarray, config: LatencyConfig
     start = time.perf_counter()
     model.predict(image, verbose=0)
     times.append(time.perf_counter() - start)
-  return latency_stats_ms(times)["p50"]
+  jit = bool(model.jit_compile)
+  _release(model)
+  return latency_stats_ms(times)["p50"], jit
 
 
 def _measure(model, single, batch, xla: bool, config: LatencyConfig) -> dict[str, Any]:
@@ -203,6 +211,8 @@ def resolve_policies(precisions: tuple[str, ...]) -> tuple[list[dict[str, str]],
 
 
 def _build(name: str, size: tuple[int, int], policy: str) -> keras.Model:
+  """The backbone under `policy`, with the same weights every time (seeded)."""
+  keras.utils.set_random_seed(0)
   keras.config.set_dtype_policy(policy)
   try:
     return build_model(ModelConfig(name, image_size=size, num_outputs=1))
@@ -210,28 +220,42 @@ def _build(name: str, size: tuple[int, int], policy: str) -> keras.Model:
     keras.config.set_dtype_policy("float32")
 
 
+def _release(model: keras.Model) -> None:
+  del model
+  keras.backend.clear_session()
+  gc.collect()
+
+
 def _error_text(error: Exception, limit: int = 600) -> str:
   text = f"{type(error).__name__}: {getattr(error, 'message', None) or error}".strip()
   return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _backbone_rows(name: str, config: LatencyConfig,
-                   policies: list[dict[str, str]]) -> list[dict[str, Any]]:
-  size = tuple(config.image_size or BACKBONES.get(name).default_image_size)
+def _inputs(size: tuple[int, int], batch_size: int) -> tuple[tf.Tensor, tf.Tensor]:
   single = tf.random.stateless_uniform([1, *size, 3], seed=(0, 1), maxval=255.0)
-  batch = tf.random.stateless_uniform([config.batch_size, *size, 3], seed=(0, 2), maxval=255.0)
+  batch = tf.random.stateless_uniform([batch_size, *size, 3], seed=(0, 2), maxval=255.0)
+  return single, batch
+
+
+def _image_size(name: str, config: LatencyConfig) -> tuple[int, int]:
+  return tuple(config.image_size or BACKBONES.get(name).default_image_size)
+
+
+def _compiled_rows(name: str, config: LatencyConfig,
+                   policies: list[dict[str, str]]) -> list[dict[str, Any]]:
+  """One row per precision x XLA setting: the compiled call's latency and images/s."""
+  size = _image_size(name, config)
+  single, batch = _inputs(size, config.batch_size)
   flops = None
   rows = []
   for precision in policies:
     model = _build(name, size, precision["policy"])
     if flops is None:  # the same at every precision
       flops = count_flops(model)
-    predict_p50_ms = _predict_p50_ms(model, single.numpy(), config)
     for xla in config.xla:
       row = {"backbone": name, "image_size": list(size), "precision": precision["requested"],
              "policy": precision["policy"], "xla": xla, "frozen": config.freeze,
              "batch_size": config.batch_size, "params": model.count_params(), "flops": flops,
-             "predict_p50_ms": predict_p50_ms, "predict_jit_compile": bool(model.jit_compile),
              "error": None}
       try:
         row.update(_measure(model, single, batch, xla, config))
@@ -241,9 +265,7 @@ def _backbone_rows(name: str, config: LatencyConfig,
         row["error"] = f"XLA failed: {_error_text(error)}"
         logging.warning("%s %s: %s", name, precision["policy"], row["error"])
       rows.append(row)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    _release(model)
   return rows
 
 
@@ -261,7 +283,11 @@ def _add_baseline_ratios(row: dict[str, Any], peak_gflops: dict[str, float]) -> 
 
 
 def run_latency_benchmark(config: LatencyConfig) -> dict[str, Any]:
-  """Measures every backbone x precision x XLA variant; returns (and writes) the report."""
+  """Measures every backbone x precision x XLA variant; returns (and writes) the report.
+
+  Builds seed Keras' global random state (`keras.utils.set_random_seed(0)`), so a
+  baseline's model has the weights of the one it is compared with.
+  """
   config.validate()
   threads = configure_threads(config.intra_op_threads, config.inter_op_threads)
   policies, notes = resolve_policies(config.precisions)
@@ -269,9 +295,22 @@ def run_latency_benchmark(config: LatencyConfig) -> dict[str, Any]:
     logging.info(note)
   dtypes = sorted({"float32"} | {keras.DTypePolicy(p["policy"]).compute_dtype for p in policies})
   peaks_before = {d: matmul_peak_gflops(d, config.matmul_size) for d in dtypes}
-  rows = []
-  for name in config.backbones or default_backbones():
-    rows += _backbone_rows(name, config, policies)
+  backbones = config.backbones or default_backbones()
+  rows = [row for name in backbones for row in _compiled_rows(name, config, policies)]
+  # The predict baselines run after every compiled measurement, on fresh builds with the
+  # same weights: TensorFlow's oneDNN primitive cache does not key convolutions on whether
+  # their weights are constants, so once a live-weights graph (predict) has run a conv
+  # shape, the frozen graph reuses that primitive with plain-layout weights (measured:
+  # ResNet18 float32 batch 1, 17.6 ms -> 24.5 ms).
+  predict = {}
+  for name in backbones:
+    size = _image_size(name, config)
+    image = _inputs(size, 1)[0].numpy()
+    for precision in policies:
+      predict[name, precision["policy"]] = _predict_p50_ms(
+          name, size, precision["policy"], image, config)
+  for row in rows:
+    row["predict_p50_ms"], row["predict_jit_compile"] = predict[row["backbone"], row["policy"]]
   peaks_after = {d: matmul_peak_gflops(d, config.matmul_size) for d in dtypes}
   # The peak is measured before and after the rows and the higher one sets the floors:
   # a busy moment (other processes, a cold AMX unit) must not make the floor generous.
@@ -341,7 +380,7 @@ def format_table(report: dict[str, Any]) -> str:
     ms = r["latency_ms"]
     lines.append(
         f"{head}{ms['p50']:>8.2f}{ms['p90']:>8.2f}{ms['p99']:>8.2f}{ms['mean']:>8.2f}"
-        f"{r['images_per_sec']:>8.1f}{r['predict_p50_ms']:>9.2f}{r['flop_floor_ms']:>8.2f}"
+        f"{r['images_per_sec']:>8.1f}{r['predict_p50_ms']:>9.2f}{r['flop_floor_ms']:>8.3g}"
         f"{r['vs_flop_floor']:>8.2f}{r['vs_flop_floor_same_dtype']:>8.2f}"
         f"{r['speedup_vs_predict']:>7.1f}{r['other_processes_cpu_pct']:>8.0f}")
   return "\n".join(lines)

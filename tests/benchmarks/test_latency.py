@@ -48,10 +48,11 @@ def test_reports_latency_throughput_and_baselines(tmp_path):
 
 def test_auto_resolving_to_float32_is_measured_once(monkeypatch):
   monkeypatch.setattr(latency, "resolve_precision",
-                      lambda p: ("float32", "requested" if p == "float32" else "no fast low precision"))
+                      lambda p: ("float32", "requested" if p == "float32" else "no fast bf16"))
   policies, notes = latency.resolve_policies(("float32", "auto"))
   assert [p["policy"] for p in policies] == ["float32"]
-  assert len(notes) == 1 and "'auto' resolves to float32" in notes[0] and "measured once" in notes[0]
+  assert len(notes) == 1
+  assert "'auto' resolves to float32" in notes[0] and "measured once" in notes[0]
 
 
 def test_xla_failure_is_recorded_not_raised(monkeypatch):
