@@ -29,7 +29,7 @@ flags.DEFINE_string("label_attribute", _I.label_attribute, "Attribute for task=a
 flags.DEFINE_integer("image_size", _I.image_size[0], "Square input size in pixels.")
 flags.DEFINE_string("batch_size", str(_I.global_batch_size),
                     "Global batch size, or 'auto' (largest that fits the device).")
-flags.DEFINE_string("cache", _I.cache, "auto | memory | none | a file path.")
+flags.DEFINE_string("cache", _I.cache, "auto | decoded | memory (encoded bytes) | none | a file path (encoded bytes).")
 flags.DEFINE_enum("balance", _I.balance, ["none", "resample"], "Balanced class sampling.")
 flags.DEFINE_string("tf_data_service", None, "grpc://host:port of a tf.data service dispatcher.")
 flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")

@@ -1,8 +1,10 @@
 """tf.data input pipelines from the sharder's output to device-ready batches.
 
-Stages: files -> (worker shard) -> interleave -> (cache encoded) -> shuffle -> repeat
--> parse + decode + augment (parallel) -> batch (static shapes) -> prefetch. Pixels leave
-in [0, 255] (uint8 or the compute dtype); each backbone scales them inside the model.
+Training: files -> (worker shard) -> interleave -> cache -> shuffle -> repeat -> parse +
+decode (parallel) -> batch (static shapes) -> one warp per batch (resize + flip + affine)
+-> photometric ops -> prefetch. The cache holds encoded bytes, or the decoded images when
+they fit (then the decode runs before it, once). Pixels leave in [0, 255] (uint8 or the
+compute dtype); each backbone scales them inside the model.
 """
 
 from __future__ import annotations
@@ -15,27 +17,16 @@ import os
 import tensorflow as tf
 
 from engine.data import schema
-from engine.data.augment import (AugmentConfig, augment, random_affine_batch,
-                                 random_zoom_shift_resize)
+from engine.data.augment import AugmentConfig, augment
 
 TASKS = ("attribute", "identity", "attributes")
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
 # Encoded shards up to this size are cached in memory (CelebA-dev: 38 MB; all of CelebA: 1.4 GB).
 MEMORY_CACHE_BUDGET_BYTES = 2 * 2**30
+# Decoded images up to this size (and 1/8 of RAM) are cached instead (CelebA-dev's 4,024 face
+# crops: 366 MB; all of CelebA at 218x178: 18 GB, so encoded).
+DECODED_CACHE_MAX_BYTES = 2 * 2**30
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _needs_warp(augment_config: AugmentConfig) -> bool:
-  """Rotation or shear: a full warp, done per batch by OpenCV (random_affine_batch)."""
-  return bool(augment_config.rotation_deg or augment_config.shear_deg)
-
-
-def _per_example_part(augment_config: AugmentConfig) -> AugmentConfig:
-  """What remains per example: the affine part ran in _decode or runs per batch, and
-  with a batch warp the flip folds into its matrix."""
-  return dataclasses.replace(augment_config, rotation_deg=0.0, zoom=0.0, translate=0.0,
-                             shear_deg=0.0,
-                             flip=augment_config.flip and not _needs_warp(augment_config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +185,11 @@ def _decode_jpeg(encoded, config: InputConfig, ratio: int):
 
 
 def _decode(encoded, seed, config: InputConfig, ratio: int):
-  """Encoded JPEG -> float32 [H, W, 3] at config.image_size, in [0, 255]."""
+  """Encoded JPEG -> float32 [H, W, 3] at config.image_size, in [0, 255].
+
+  The per-example resize, for images that cannot be batched at their decoded size
+  (mixed sizes, a random resized crop) and for evaluation.
+  """
   if config.training and config.augment.random_resized_crop:
     shape = tf.image.extract_jpeg_shape(encoded)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -203,12 +198,6 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)  # fused: decodes only the crop
-  elif config.training and config.augment.affine and not _needs_warp(config.augment):
-    # zoom/shift only: a random crop_and_resize box does augmentation and resize at once
-    image = _decode_jpeg(encoded, config, ratio)
-    image = random_zoom_shift_resize(image, seed, config.image_size, config.augment)
-    image.set_shape([*config.image_size, 3])
-    return image
   else:
     image = _decode_jpeg(encoded, config, ratio)
   # Bilinear without antialiasing: CelebA's 218x178 -> 128 px is a mild downscale, and
@@ -218,11 +207,60 @@ def _decode(encoded, seed, config: InputConfig, ratio: int):
   return image
 
 
-def _cache_choice(config: InputConfig, manifest: dict) -> str:
+def _decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int, int] | None:
+  """The (H, W) every training image decodes to, if it is one size; else None.
+
+  Such images are batched straight after the decode, and one warp per batch does the
+  resize together with the geometric augmentation: cheaper than a per-example resize.
+  """
+  shape = manifest.get("image_shape")
+  if not config.training or not shape or config.augment.random_resized_crop:
+    return None
+  if config.crop_box is not None:
+    with tf.init_scope():  # the same rounding as the in-graph crop, computed once
+      _, _, height, width = (int(v) for v in crop_window(shape, config.crop_box).numpy())
+    return height, width
+  return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
+
+
+def _to_dtype(image, dtype: tf.DType):
+  if dtype == tf.uint8 and image.dtype != tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return tf.cast(image, dtype)
+
+
+def _cache_choice(config: InputConfig, manifest: dict, decoded_hw) -> str:
+  """none | memory (encoded bytes) | decoded | a file path (encoded bytes), logged."""
+  split = manifest["splits"][config.split]
+  encoded_bytes = sum(s["bytes"] for s in split["shards"])
+  height, width = decoded_hw or config.image_size
+  pixel_bytes = 1 if config.training else tf.as_dtype(config.output_dtype).size
+  decoded_bytes = split["num_examples"] * height * width * 3 * pixel_bytes
+  can_cache_decoded = not (config.training and config.augment.random_resized_crop)
+  if config.cache == "decoded" and not can_cache_decoded:
+    raise ValueError("cache=decoded stores decoded images, but random_resized_crop decodes a "
+                     "new crop on every read; use cache=memory (encoded bytes)")
   if config.cache != "auto":
-    return config.cache
-  size = sum(s["bytes"] for s in manifest["splits"][config.split]["shards"])
-  return "memory" if size <= MEMORY_CACHE_BUDGET_BYTES else "none"
+    choice, why = config.cache, "requested"
+  elif can_cache_decoded and decoded_bytes <= decoded_cache_budget_bytes():
+    choice, why = "decoded", "decoded images fit the budget: later epochs skip the JPEG decode"
+  elif encoded_bytes <= MEMORY_CACHE_BUDGET_BYTES:
+    choice, why = "memory", "encoded bytes in memory: later epochs skip the file reads"
+  else:
+    choice, why = "none", "too large to cache in memory: read the files every epoch"
+  logging.info("%s/%s: cache=%s (%s; encoded %.0f MB, decoded %.0f MB, decoded budget %.0f MB)",
+               config.data_dir, config.split, choice, why, encoded_bytes / 2**20,
+               decoded_bytes / 2**20, decoded_cache_budget_bytes() / 2**20)
+  return choice
+
+
+def decoded_cache_budget_bytes() -> int:
+  """Decoded images are cached up to 1/8 of physical memory, at most 2 GiB."""
+  try:
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):  # not Linux: the fixed cap alone
+    physical = 16 * 2**30
+  return min(DECODED_CACHE_MAX_BYTES, physical // 8)
 
 
 def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Dataset:
@@ -240,20 +278,17 @@ def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Data
       shard_by_data = True
   if config.training:
     ds = ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
-  if config.training:
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
   else:  # eval reads files in order: a fixed example order for reports
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
   if shard_by_data:
     ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-  cache = _cache_choice(config, manifest)
-  logging.info("%s/%s: cache=%s (encoded JPEG bytes)", config.data_dir, config.split, cache)
-  if cache == "memory":
-    ds = ds.cache()
-  elif cache != "none":
-    ds = ds.cache(cache)
   return ds
+
+
+def _seeds(seed: int) -> tf.data.Dataset:
+  return tf.data.Dataset.random(seed=seed).batch(2).map(lambda s: tf.cast(s, tf.int32))
 
 
 def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext | None = None,
@@ -266,7 +301,7 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     skip_batches: training only: start after this many batches, as if they had been
       read. A resumed run passes the batches it already trained on; with
       `deterministic` it then sees exactly the batches an uninterrupted run would.
-      The skip happens before decoding (encoded records only), so it is cheap.
+      The skip happens before decoding (or on cached decoded images), so it is cheap.
   """
   manifest = read_manifest(config.data_dir)
   config.validate(manifest)
@@ -274,42 +309,55 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
            if input_context else config.global_batch_size)
   spec, label_fn = _parse_spec(config, manifest), _label_fn(config, manifest)
   ratio = _decode_ratio(config, manifest)
+  decoded_hw = _decoded_size(config, manifest, ratio)
   out_dtype = tf.as_dtype(config.output_dtype)
+  cache = _cache_choice(config, manifest, decoded_hw)
 
-  def to_example(serialized, seed):
+  def decode_example(serialized, seed=None):
+    """-> image and label; training: uint8 at the decoded size if that is one size (the
+    batch warp resizes), else resized; eval: resized, in the output dtype."""
     features = tf.io.parse_single_example(serialized, spec)
-    decode_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = _decode(features[schema.IMAGE], decode_seed, config, ratio)
-    if config.training:  # the affine part already ran in _decode
-      image = augment(image, augment_seed, _per_example_part(config.augment))
-    if out_dtype == tf.uint8:
-      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    if decoded_hw:
+      image = tf.ensure_shape(_decode_jpeg(features[schema.IMAGE], config, ratio),
+                              [*decoded_hw, 3])
     else:
-      image = tf.cast(image, out_dtype)
+      image = _to_dtype(_decode(features[schema.IMAGE], seed, config, ratio),
+                        tf.uint8 if config.training else out_dtype)
     return image, label_fn(features)
 
+  def decode_map(ds):
+    return ds.map(decode_example, num_parallel_calls=AUTOTUNE,
+                  deterministic=config.deterministic or not config.training)
+
   ds = _records(config, manifest, input_context)
+  if cache == "decoded":
+    ds = decode_map(ds).cache()
+  elif cache == "memory":
+    ds = ds.cache()
+  elif cache != "none":
+    ds = ds.cache(cache)
   if config.training:
     ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
-    seeds = tf.data.Dataset.random(seed=config.seed).batch(2).map(lambda s: tf.cast(s, tf.int32))
-    ds = tf.data.Dataset.zip((ds, seeds))
+    if cache != "decoded" and config.augment.random_resized_crop:  # a crop per example
+      ds = tf.data.Dataset.zip((ds, _seeds(config.seed)))
     if skip_batches and config.balance == "none":
       ds = ds.skip(skip_batches * batch)
-    ds = ds.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    if cache != "decoded":
+      ds = decode_map(ds)
     if config.balance == "resample":
       ds = _balanced(ds, num_classes(manifest, config.task, config.label_attribute), config.seed)
     ds = ds.batch(batch, drop_remainder=True)
     if skip_batches and config.balance != "none":  # resampling decides after decoding
       ds = ds.skip(skip_batches)
-    if _needs_warp(config.augment):
-      batch_seeds = tf.data.Dataset.random(seed=config.seed + 1).batch(2).map(
-          lambda s: tf.cast(s, tf.int32)).skip(skip_batches)
-      ds = tf.data.Dataset.zip((ds, batch_seeds)).map(
-          lambda example, seed: (random_affine_batch(example[0], seed, config.augment), example[1]),
-          num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    # One warp per batch: the resize from the decoded size (when batched at it), flip
+    # and affine; then photometric ops and erasing.
+    ds = tf.data.Dataset.zip((ds, _seeds(config.seed + 1).skip(skip_batches))).map(
+        lambda example, seed: (_to_dtype(augment(example[0], seed, config.augment,
+                                                 config.image_size), out_dtype), example[1]),
+        num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
   else:
-    ds = ds.map(lambda s: to_example(s, tf.zeros([2], tf.int32)), num_parallel_calls=AUTOTUNE,
-                deterministic=True)
+    if cache != "decoded":
+      ds = decode_map(ds)
     ds = _pad_and_mask(ds, batch)
   options = tf.data.Options()
   options.deterministic = config.deterministic or not config.training

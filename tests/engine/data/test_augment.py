@@ -61,30 +61,55 @@ def test_erasing_covers_a_rectangle_only():
   np.testing.assert_array_equal(never, image.numpy())
 
 
-def test_batch_warp_matches_tensorflow_warp_inside_the_image():
-  config = A.AugmentConfig(rotation_deg=15, shear_deg=8, zoom=0.1, translate=0.05)
+def _smooth(h=40, w=32):
   # A smooth image: OpenCV 4 samples at 1/32-pixel positions, which on pixel noise alone
   # moves values by several levels; on smooth (photo-like) content it stays far below 0.5.
-  y, x = np.mgrid[0:40, 0:32].astype(np.float32)
-  smooth = np.stack([127 + 120 * np.sin(x / 5), 127 + 120 * np.cos(y / 6),
-                     4 * (x + y)], axis=-1)
+  y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+  return np.stack([127 + 120 * np.sin(x / 5), 127 + 120 * np.cos(y / 6),
+                   250 * (x + y) / (h + w)], axis=-1)
+
+
+def _tf_warp(images, matrices, output_size):
+  n = images.shape[0]
+  flat = tf.concat([tf.reshape(matrices, [n, 6]), tf.zeros([n, 2])], axis=1)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=flat, output_shape=list(output_size), fill_value=0.0,
+      interpolation="BILINEAR", fill_mode="REFLECT").numpy()
+
+
+@pytest.mark.parametrize("output_size", [(40, 32), (24, 20)])
+def test_batch_warp_matches_tensorflow_warp_inside_the_image(output_size):
+  config = A.AugmentConfig(flip=True, rotation_deg=15, shear_deg=8, zoom=0.1, translate=0.05)
+  smooth = _smooth()
   images = tf.constant(np.stack([smooth, smooth[::-1]]), tf.float32)
   seed = tf.constant([5, 6])
-  ours = A.random_affine_batch(images, seed, config).numpy()
-  matrices = A._affine_matrices(seed, 2, 40.0, 32.0, config)
-  flat = tf.concat([tf.reshape(matrices, [2, 6]), tf.zeros([2, 2])], axis=1)
-  reference = tf.raw_ops.ImageProjectiveTransformV3(
-      images=images, transforms=flat, output_shape=[40, 32], fill_value=0.0,
-      interpolation="BILINEAR", fill_mode="REFLECT").numpy()
-  # Same bilinear warp; the border modes differ by a pixel (reflect vs reflect-101).
-  np.testing.assert_allclose(ours[:, 6:-6, 6:-6], reference[:, 6:-6, 6:-6], atol=0.5)
+  ours = A.random_geometry(images, seed, config, output_size).numpy()
+  matrices = A.geometry_matrices(seed, 2, output_size, config, source_size=(40, 32))
+  reference = _tf_warp(images, matrices, output_size)
+  assert ours.shape == (2, *output_size, 3)
+  # Same bilinear warp (with the resize folded in); the border modes differ by a pixel
+  # (reflect vs reflect-101), so compare away from the border.
+  m = output_size[0] // 6
+  np.testing.assert_allclose(ours[:, m:-m, m:-m], reference[:, m:-m, m:-m], atol=0.5)
+
+
+def test_resize_only_warp_matches_tf_image_resize():
+  images = tf.constant(_smooth(72, 60)[None], tf.float32)
+  ours = A.random_geometry(images, tf.constant([0, 0]), A.AugmentConfig(), (40, 32)).numpy()
+  expected = tf.image.resize(images, (40, 32), method="bilinear").numpy()
+  np.testing.assert_allclose(ours, expected, atol=0.5)  # half-pixel centres, like TF
+  as_uint8 = tf.cast(images, tf.uint8)
+  uint8 = A.random_geometry(as_uint8, tf.constant([0, 0]), A.AugmentConfig(), (40, 32))
+  expected = tf.image.resize(as_uint8, (40, 32), method="bilinear").numpy()
+  assert uint8.dtype == tf.uint8  # OpenCV rounds to the nearest level
+  assert np.abs(uint8.numpy().astype(np.float32) - expected).max() <= 1.0
 
 
 def test_batch_warp_is_seeded_and_keeps_shape_in_tf_data():
   config = A.AugmentConfig(rotation_deg=20)
   images = tf.stack([_image()] * 3)
   ds = tf.data.Dataset.from_tensors(images).repeat(2).map(
-      lambda x: A.random_affine_batch(x, tf.constant([1, 1]), config))
+      lambda x: A.random_geometry(x, tf.constant([1, 1]), config))
   first, second = list(ds)
   assert first.shape == images.shape
   np.testing.assert_array_equal(first.numpy(), second.numpy())
@@ -93,8 +118,26 @@ def test_batch_warp_is_seeded_and_keeps_shape_in_tf_data():
 
 def test_flip_folds_into_the_batch_warp():
   images = tf.stack([_image(24, 20)] * 16)
-  out = A.random_affine_batch(images, tf.constant([2, 3]),
-                              A.AugmentConfig(flip=True, rotation_deg=1e-6)).numpy()
+  out = A.random_geometry(images, tf.constant([2, 3]),
+                          A.AugmentConfig(flip=True, rotation_deg=1e-6)).numpy()
   mirrored = [np.allclose(o, images[0].numpy()[:, ::-1], atol=1e-2) for o in out]
   kept = [np.allclose(o, images[0].numpy(), atol=1e-2) for o in out]
   assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast", "saturation", "erasing", "flip"])
+def test_batch_ops_draw_per_image_and_match_the_single_image_op(name):
+  op = OPS[name]
+  images = tf.stack([_image()] * 8)
+  seed = tf.constant([4, 2])
+  batch = op(images, seed).numpy()
+  assert batch.shape == images.shape
+  assert len({b.tobytes() for b in batch}) > 1  # not one draw for the whole batch
+  single = op(images[0], seed).numpy()  # a batch of one draws like the first image
+  np.testing.assert_allclose(single, op(images[:1], seed).numpy()[0], atol=1e-3)
+
+
+def test_augment_resizes_and_keeps_uint8():
+  images = tf.cast(tf.stack([_image(48, 40)] * 4), tf.uint8)
+  out = A.augment(images, tf.constant([1, 2]), CFG, (24, 20))
+  assert out.shape == (4, 24, 20, 3) and out.dtype == tf.uint8

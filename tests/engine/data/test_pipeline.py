@@ -131,3 +131,49 @@ def test_crop_box_decodes_only_the_box_and_matches_crop_then_resize(celeba_shard
   np.testing.assert_allclose(images[0], expected, atol=1.0)  # fused vs full IDCT rounding
   with pytest.raises(ValueError, match="crop_box"):
     make_dataset(InputConfig(celeba_shards, crop_box=(0.5, 0.0, 0.6, 1.0)))
+
+
+def _config(shards, **kwargs):
+  return InputConfig(shards, image_size=(32, 28), global_batch_size=8, seed=3,
+                     deterministic=True, **kwargs)
+
+
+@pytest.mark.parametrize("augment", [AugmentConfig(),
+                                     AugmentConfig(flip=True, rotation_deg=10, erasing_prob=0.5)])
+def test_decoded_cache_changes_speed_not_batches(celeba_shards, augment):
+  encoded = make_dataset(_config(celeba_shards, cache="memory", augment=augment))
+  decoded = make_dataset(_config(celeba_shards, cache="decoded", augment=augment))
+  # Five batches of 8 from 64 training examples: the cache is replayed from the second epoch.
+  for (a, la), (b, lb) in zip(encoded.take(10), decoded.take(10)):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(la.numpy(), lb.numpy())
+
+
+@pytest.mark.parametrize("cache", ["memory", "decoded"])
+def test_skip_batches_resumes_where_a_run_stopped(celeba_shards, cache):
+  config = _config(celeba_shards, cache=cache, augment=AugmentConfig(flip=True, zoom=0.1))
+  whole = [b[0].numpy() for b in make_dataset(config).take(12)]
+  resumed = [b[0].numpy() for b in make_dataset(config, skip_batches=9).take(3)]
+  for a, b in zip(whole[9:], resumed):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cache_auto_prefers_decoded_images_when_they_fit(celeba_shards, caplog, monkeypatch):
+  caplog.set_level("INFO")
+  make_dataset(_config(celeba_shards))
+  assert "cache=decoded" in caplog.text
+  monkeypatch.setattr("engine.data.pipeline.DECODED_CACHE_MAX_BYTES", 1000)
+  make_dataset(_config(celeba_shards))
+  assert "cache=memory (encoded bytes in memory" in caplog.text
+  with pytest.raises(ValueError, match="random_resized_crop"):
+    make_dataset(_config(celeba_shards, cache="decoded",
+                         augment=AugmentConfig(random_resized_crop=True)))
+
+
+def test_random_resized_crop_and_mixed_paths_keep_static_shapes(celeba_shards):
+  for augment in (AugmentConfig(random_resized_crop=True, flip=True, brightness=0.2),
+                  AugmentConfig(random_resized_crop=True, rotation_deg=10)):
+    ds = make_dataset(_config(celeba_shards, augment=augment, output_dtype="float32"))
+    images, _ = next(iter(ds))
+    assert images.shape == (8, 32, 28, 3) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
