@@ -1,11 +1,20 @@
 """Input-pipeline throughput against the JPEG-decode ceiling and the seeds' pipelines.
 
 All contenders read the same JPEGs on the same cores in one run:
-  decode_ceiling   tf.data over the encoded bytes in memory: decode_jpeg + resize, nothing else
-  facetrain        engine.data.pipeline training pipeline (shards, shuffle, augment, batch),
-                   with the seeds' augmentation set, with flip/zoom/shift only, and without
-  imagedatagen     tf_keras ImageDataGenerator.flow_from_directory (the seeds' pipeline)
-  keras_from_dir   keras.utils.image_dataset_from_directory (a second baseline)
+  decode_ceiling           tf.data over the encoded bytes in memory: decode_jpeg + resize,
+                           parallel, nothing else
+  facetrain                our training pipeline (shards, shuffle, seeds' augmentation,
+                           batch) decoding every image every epoch (cache=memory: encoded)
+  facetrain_no_augment     the same without augmentation
+  facetrain_decoded_cache  our default for a set this size (cache=auto: decoded images),
+                           after its first epoch
+  imagedatagen             tf_keras ImageDataGenerator.flow_from_directory (the seeds')
+  keras_from_dir           keras.utils.image_dataset_from_directory (a second baseline)
+
+This VM's speed drifts by up to 2x within minutes, so contenders take turns: `rounds`
+rounds, each timing every contender for `seconds_per_turn` in a rotated order. Every turn
+starts a fresh iterator, so no pipeline gains from buffers it filled while another was
+timed. A ratio is the median over rounds of the ratio within a round.
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
+from typing import Callable, Iterator
 
 import tensorflow as tf
 
@@ -22,6 +33,7 @@ from engine.data import pipeline
 from engine.data.augment import AugmentConfig
 from engine.data.sharding import ShardConfig, shard_dataset
 from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
+from engine.monitor.machine import machine_description
 
 # The seeds' ImageDataGenerator settings (seed 004: rotation, shifts, shear, zoom, flip).
 SEED_AUGMENT = {"rotation_range": 20, "width_shift_range": 0.1, "height_shift_range": 0.1,
@@ -36,41 +48,51 @@ class InputBenchConfig:
   image_size: tuple[int, int] = (128, 128)
   batch_size: int = 64
   augment: bool = True
-  batches: int = 30                 # timed batches per contender (after warm-up)
-  seed_batches: int = 5             # ImageDataGenerator is slow: fewer batches
+  rounds: int = 3
+  seconds_per_turn: float = 2.0     # timed per contender per round (after warm-up)
+  warmup_batches: int = 8           # per turn, untimed: thread start-up and autotuning
   output_json: str | None = None
 
 
-def _rate(iterator, batches: int, batch_size: int, warmup: int = 3) -> float:
-  for _ in range(warmup):
-    next(iterator)
-  start = time.perf_counter()
-  for _ in range(batches):
-    next(iterator)
-  return batches * batch_size / (time.perf_counter() - start)
+@dataclasses.dataclass(frozen=True)
+class _Contender:
+  start: Callable[[], Iterator]      # a fresh iterator over batches
+  warmup_batches: int
 
 
-def _encoded_images(shards_dir: str) -> list[bytes]:
+def _timed_rate(contender: _Contender, config: InputBenchConfig) -> float:
+  iterator = contender.start()
+  for _ in range(contender.warmup_batches):
+    next(iterator)
+  batches, start = 0, time.perf_counter()
+  while True:
+    next(iterator)
+    batches += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= config.seconds_per_turn and batches >= 2:
+      return batches * config.batch_size / elapsed
+
+
+def _encoded_images(shards_dir: str) -> list[tuple[bytes, int]]:
   manifest = pipeline.read_manifest(shards_dir)
   files = [os.path.join(shards_dir, s["file"]) for s in manifest["splits"]["train"]["shards"]]
-  spec = {"image": tf.io.FixedLenFeature([], tf.string), "attributes/Male": tf.io.FixedLenFeature([], tf.int64)}
+  spec = {"image": tf.io.FixedLenFeature([], tf.string),
+          "attributes/Male": tf.io.FixedLenFeature([], tf.int64)}
   return [(ex["image"].numpy(), int(ex["attributes/Male"])) for ex in
           tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, spec))]
 
 
-def _decode_ceiling(images, config) -> float:
-  ds = tf.data.Dataset.from_tensor_slices([b for b, _ in images]).cache().repeat()
+def _decode_ceiling(images, config) -> tf.data.Dataset:
+  ds = tf.data.Dataset.from_tensor_slices([b for b, _ in images]).repeat()
   ds = ds.map(lambda b: tf.image.resize(tf.io.decode_jpeg(b, channels=3), config.image_size),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  ds = ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
-  return _rate(iter(ds), config.batches, config.batch_size)
+  return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _ours(shards_dir, config, augment: AugmentConfig) -> float:
-  ds = pipeline.make_dataset(pipeline.InputConfig(
+def _ours(shards_dir, config, augment: AugmentConfig, cache: str) -> tf.data.Dataset:
+  return pipeline.make_dataset(pipeline.InputConfig(
       shards_dir, image_size=config.image_size, global_batch_size=config.batch_size,
-      augment=augment))
-  return _rate(iter(ds), config.batches, config.batch_size)
+      augment=augment, cache=cache))
 
 
 def _folder_tree(images, root: str) -> str:
@@ -82,22 +104,21 @@ def _folder_tree(images, root: str) -> str:
   return root
 
 
-def _image_data_generator(tree, config) -> float:
+def _image_data_generator(tree, config):
   import tf_keras  # the seeds' Keras 2 stack (the `bench` extra)
 
   kwargs = SEED_AUGMENT if config.augment else {}
   gen = tf_keras.preprocessing.image.ImageDataGenerator(rescale=1.0, **kwargs)
-  flow = gen.flow_from_directory(tree, target_size=config.image_size,
+  return gen.flow_from_directory(tree, target_size=config.image_size,
                                  batch_size=config.batch_size, class_mode="binary", seed=0)
-  return _rate(iter(flow), config.seed_batches, config.batch_size, warmup=1)
 
 
-def _keras_from_directory(tree, config) -> float:
+def _keras_from_directory(tree, config) -> tf.data.Dataset:
   import keras
 
   ds = keras.utils.image_dataset_from_directory(
       tree, image_size=config.image_size, batch_size=config.batch_size, seed=0).repeat()
-  return _rate(iter(ds.prefetch(tf.data.AUTOTUNE)), config.batches, config.batch_size)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def synthetic_shards(work_dir: str, num_images: int) -> str:
@@ -110,26 +131,52 @@ def synthetic_shards(work_dir: str, num_images: int) -> str:
   return shards
 
 
+def _contenders(images, shards, tree, config) -> dict[str, _Contender]:
+  augment = OUR_AUGMENT if config.augment else AugmentConfig()
+  epoch_batches = -(-len(images) // config.batch_size)
+  datasets = {
+      "decode_ceiling": _decode_ceiling(images, config),
+      "facetrain": _ours(shards, config, augment, cache="memory"),
+      "facetrain_no_augment": _ours(shards, config, AugmentConfig(), cache="memory"),
+      "facetrain_decoded_cache": _ours(shards, config, augment, cache="decoded"),
+      "keras_from_dir": _keras_from_directory(tree, config),
+  }
+  contenders = {name: _Contender(ds.__iter__, config.warmup_batches)
+                for name, ds in datasets.items()}
+  # The decoded cache fills during the first epoch (one pass decodes every image); a
+  # fresh iterator over the same dataset object then replays it. Warm up through it once.
+  first = iter(datasets["facetrain_decoded_cache"])
+  for _ in range(epoch_batches + 1):
+    next(first)
+  del first
+  flow = _image_data_generator(tree, config)
+  contenders["imagedatagen"] = _Contender(lambda: iter(flow), 1)
+  return contenders
+
+
+def _median_ratios(rounds: list[dict], base: str) -> dict[str, float]:
+  return {name: round(statistics.median(r[name] / r[base] for r in rounds), 3)
+          for name in rounds[0]}
+
+
 def run_input_benchmark(config: InputBenchConfig) -> dict:
   with tempfile.TemporaryDirectory(prefix="facetrain-input-bench-") as work:
     shards = config.data_dir or synthetic_shards(work, config.num_images)
     images = _encoded_images(shards)
     tree = _folder_tree(images, os.path.join(work, "tree"))
-    rates = {
-        "decode_ceiling": _decode_ceiling(images, config),
-        "facetrain": _ours(shards, config, OUR_AUGMENT if config.augment else AugmentConfig()),
-        "facetrain_flip_zoom_shift": _ours(shards, config, AugmentConfig(
-            flip=True, zoom=0.1, translate=0.1)),
-        "facetrain_no_augment": _ours(shards, config, AugmentConfig()),
-        "imagedatagen": _image_data_generator(tree, config),
-        "keras_from_dir": _keras_from_directory(tree, config),
-    }
+    contenders = _contenders(images, shards, tree, config)
+    names = list(contenders)
+    rounds = []
+    for r in range(config.rounds):
+      order = names[r % len(names):] + names[:r % len(names)]  # rotate: drift hits all alike
+      rounds.append({name: _timed_rate(contenders[name], config) for name in order})
   report = {
       "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "output_json"},
-      "cpu_count": os.cpu_count(), "num_images": len(images),
-      "images_per_sec": {k: round(v, 1) for k, v in rates.items()},
-      "vs_decode_ceiling": {k: round(v / rates["decode_ceiling"], 3) for k, v in rates.items()},
-      "vs_seed_pipeline": {k: round(v / rates["imagedatagen"], 2) for k, v in rates.items()},
+      "machine": machine_description(), "num_images": len(images),
+      "images_per_sec": {n: round(statistics.median(r[n] for r in rounds), 1) for n in names},
+      "vs_decode_ceiling": _median_ratios(rounds, "decode_ceiling"),
+      "vs_seed_pipeline": _median_ratios(rounds, "imagedatagen"),
+      "rounds": [{n: round(v, 1) for n, v in r.items()} for r in rounds],
   }
   if config.output_json:
     with open(config.output_json, "w") as f:
