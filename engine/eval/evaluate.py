@@ -22,7 +22,7 @@ import tensorflow as tf
 from engine.data import schema
 from engine.data.pipeline import InputConfig, make_dataset, read_manifest
 from engine.eval import metrics
-from engine.train.evaluation import class_names, probabilities
+from engine.train.evaluation import class_names, make_predict_fn, predict_padded, probabilities
 from engine.train.restore import load_model
 
 # Identity-size buckets (examples of that identity in the split): [1], [2, 3], [4, 7], ...
@@ -69,7 +69,9 @@ def evaluate(config: EvalConfig) -> dict:
       split=config.split, global_batch_size=config.batch_size, training=False,
       cache="none", balance="none", tf_data_service=None)  # one local pass
   manifest = read_manifest(input_config.data_dir)
-  logits, labels = _predict(model, make_dataset(input_config), config.flip_tta)
+  predict = make_predict_fn(model, config.flip_tta)
+  predictions = predict_padded(predict, make_dataset(input_config))
+  logits, labels = predictions.logits.astype(np.float64), predictions.labels
   expected = manifest["splits"][config.split]["num_examples"]
   if labels.shape[0] != expected:
     raise RuntimeError(f"{input_config.data_dir}/{config.split}: predicted {labels.shape[0]} "
@@ -100,30 +102,6 @@ def evaluate(config: EvalConfig) -> dict:
     logging.info("wrote %s", config.output_json)
   print(format_report(report))  # the console report is this function's product
   return report
-
-
-def _predict(model, dataset: tf.data.Dataset, flip_tta: bool) -> tuple[np.ndarray, np.ndarray]:
-  """Runs the model over the padded eval batches; returns the real examples' logits, labels."""
-
-  @tf.function
-  def predict_step(images):
-    logits = model(images, training=False)
-    if flip_tta:  # averaging logits keeps one vector per example; probabilities agree closely
-      logits = (logits + model(tf.image.flip_left_right(images), training=False)) / 2.0
-    return logits
-
-  all_logits, all_labels, all_masks = [], [], []
-  for images, labels, mask in dataset:
-    all_logits.append(predict_step(images).numpy())
-    all_labels.append(labels.numpy())
-    all_masks.append(mask.numpy())
-  mask = np.concatenate(all_masks)
-  real = mask > 0
-  # Padding is appended after the last real example, so `real` keeps the file order.
-  if not real[:real.sum()].all():
-    raise RuntimeError("eval padding is interleaved with real examples; the pipeline broke "
-                       "its contract (padding only at the end)")
-  return np.concatenate(all_logits)[real].astype(np.float64), np.concatenate(all_labels)[real]
 
 
 def _read_side_features(data_dir: str, manifest: dict, split: str) -> dict[str, np.ndarray]:

@@ -42,6 +42,52 @@ def probabilities(task: str, logits: np.ndarray) -> np.ndarray:
   return np.concatenate([1.0 - p, p], axis=1) if task == "attribute" else p
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  logits: np.ndarray         # float32 [N, ...], file order, padding dropped
+  labels: np.ndarray         # [N, ...]
+  first_images: np.ndarray   # the first few real images, for TensorBoard
+
+
+def make_predict_fn(model: keras.Model, flip_tta: bool):
+  """A compiled images -> float32 logits; `flip_tta` averages each image's logits with its
+  mirror image's (one vector per example; probabilities agree closely with averaging
+  probabilities). Build it once: every new tf.function traces the model again."""
+
+  @tf.function
+  def predict(images):
+    logits = tf.cast(model(images, training=False), tf.float32)
+    if flip_tta:
+      logits = 0.5 * (logits + tf.cast(model(tf.reverse(images, axis=[2]), training=False),
+                                       tf.float32))
+    return logits
+
+  return predict
+
+
+def predict_padded(predict, dataset: tf.data.Dataset, keep_images: int = 0) -> Predictions:
+  """Runs `predict` (make_predict_fn) over eval batches `(images, labels, mask)`.
+
+  Used by validation during training and by `launch.evaluate`, so both count the same
+  examples the same way: padding dropped, file order kept.
+
+  Raises:
+    RuntimeError: padding between real examples (the eval pipeline pads only at the end).
+  """
+  logits, labels, masks, first = [], [], [], None
+  for images, batch_labels, mask in dataset:
+    logits.append(predict(images).numpy())
+    labels.append(batch_labels.numpy())
+    masks.append(mask.numpy())
+    if first is None:
+      first = images.numpy()[mask.numpy() > 0][:keep_images]
+  real = np.concatenate(masks) > 0
+  if not real[:real.sum()].all():
+    raise RuntimeError("eval padding is interleaved with real examples; the pipeline broke "
+                       "its contract (padding only at the end)")
+  return Predictions(np.concatenate(logits)[real], np.concatenate(labels)[real], first)
+
+
 class Evaluator:
   """Runs the validation split through the model (EMA weights when kept)."""
 
@@ -53,29 +99,15 @@ class Evaluator:
     self.input = dataclasses.replace(
         config.input, split=config.eval_split, training=False,
         global_batch_size=min(EVAL_BATCH, max(config.input.global_batch_size, 1)))
-    flip = config.train.eval_flip
-
-    @tf.function
-    def predict(images):
-      logits = tf.cast(model(images, training=False), tf.float32)
-      if flip:  # test-time augmentation: average the logits of the mirrored face
-        logits = 0.5 * (logits + tf.cast(model(tf.reverse(images, axis=[2]), training=False),
-                                         tf.float32))
-      return logits
-
-    self._predict = predict
+    self._predict = make_predict_fn(model, config.train.eval_flip)
+    # Built once: every evaluation replays its cache (decoded images for small splits).
+    self._dataset = pipeline.make_dataset(self.input)
 
   def predict_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(logits, labels, sample images, their logits) over the split, padding dropped."""
-    logits, labels, samples = [], [], None
-    for images, batch_labels, mask in pipeline.make_dataset(self.input):
-      keep = mask.numpy() > 0
-      batch_logits = self._predict(images).numpy()[keep]
-      logits.append(batch_logits)
-      labels.append(batch_labels.numpy()[keep])
-      if samples is None:
-        samples = images.numpy()[keep][:self.config.train.summary_images]
-    return np.concatenate(logits), np.concatenate(labels), samples, logits[0][:len(samples)]
+    result = predict_padded(self._predict, self._dataset, self.config.train.summary_images)
+    samples = result.first_images
+    return result.logits, result.labels, samples, result.logits[:len(samples)]
 
   def run(self, step: int, summaries: RunSummaries) -> dict:
     if self.ema is not None:
