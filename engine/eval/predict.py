@@ -23,6 +23,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps  # installed with tensorboard
 
 from engine.data.pipeline import InputConfig, crop_window, read_manifest
+from engine.data.sharding.jpeg import jpeg_orientation, upright
 from engine.eval import faces
 from engine.train.config import ExperimentConfig
 from engine.train.evaluation import class_names as training_class_names
@@ -121,32 +122,14 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
   return entries
 
 
-# EXIF orientation -> how to turn the stored pixels upright (PIL's exif_transpose table).
-_ORIENTATIONS = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1),
-}
-
-
-def _exif_orientation(data: bytes) -> int:
-  """The EXIF orientation tag of an encoded image (1, upright, when it has none)."""
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      return int(image.getexif().get(0x0112, 1))
-  except Exception as e:  # a broken EXIF block must not lose the picture
-    logging.debug("no EXIF orientation: %s", e)
-    return 1
-
-
 def load_image(path: str) -> np.ndarray:
   """Reads an image file as upright RGB uint8 [H, W, 3].
 
   JPEGs are decoded by `tf.io.decode_jpeg` with the input pipeline's settings: its
   default (fast integer) DCT differs from OpenCV's and Pillow's by up to ~8 levels per
   pixel, a skew between training and prediction. Other formats go through OpenCV, then
-  Pillow. The EXIF orientation is applied (the training shards ignore it; see the
-  sharder), so a phone photo is seen the way its owner sees it.
+  Pillow. The EXIF orientation is applied (the sharder stores such photos upright too),
+  so a phone photo is seen the way its owner sees it.
 
   Raises:
     ValueError: the file is not an image that can be decoded (the message names it).
@@ -158,8 +141,7 @@ def load_image(path: str) -> np.ndarray:
       image = tf.io.decode_jpeg(data, channels=3).numpy()
     except tf.errors.InvalidArgumentError as e:
       raise ValueError(f"{path}: not a readable image ({e.message.strip()})") from None
-    orient = _ORIENTATIONS.get(_exif_orientation(data))
-    return np.ascontiguousarray(orient(image)) if orient else image
+    return upright(image, jpeg_orientation(data))
   image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
   if image is not None:  # OpenCV applies the EXIF orientation itself
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,4 +1,4 @@
-"""A cheap structural JPEG check: markers, frame header and end-of-image.
+"""A cheap structural JPEG check: markers, frame header, end-of-image, EXIF orientation.
 
 Fully decoding every image would cap sharding near the decode rate; walking the
 marker segments catches what actually happens to files (truncated downloads, HTML
@@ -6,6 +6,8 @@ or PNG saved as .jpg, empty files) at a fraction of the cost.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _STANDALONE = {0x01} | set(range(0xD0, 0xD8))
@@ -43,10 +45,10 @@ def jpeg_problem(data: bytes) -> str | None:
   return "truncated JPEG (no image data)"
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-  """(height, width) from the frame header of a JPEG that passed `jpeg_problem`."""
+def _segments(data: bytes):
+  """(marker, payload start, payload end) of each header segment, up to start-of-scan."""
   pos = 2
-  while pos + 9 <= len(data):
+  while pos + 4 <= len(data):
     marker = data[pos + 1]
     if marker == 0xFF:
       pos += 1
@@ -54,8 +56,59 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     if marker in _STANDALONE:
       pos += 2
       continue
-    if marker in _SOF_MARKERS:
-      return (int.from_bytes(data[pos + 5:pos + 7], "big"),
-              int.from_bytes(data[pos + 7:pos + 9], "big"))
-    pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    yield marker, pos + 4, min(end, len(data))
+    if marker == 0xDA:
+      return
+    pos = end
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+  """(height, width) from the frame header of a JPEG that passed `jpeg_problem`."""
+  for marker, start, _ in _segments(data):
+    if marker in _SOF_MARKERS:  # precision (1 byte), then height and width
+      return (int.from_bytes(data[start + 1:start + 3], "big"),
+              int.from_bytes(data[start + 3:start + 5], "big"))
   return None
+
+
+def jpeg_orientation(data: bytes) -> int:
+  """The EXIF orientation (1-8) of a JPEG; 1 (upright) when it has none or it is unreadable.
+
+  Reads IFD0 of the APP1 Exif block directly: phones store photos sideways and set this
+  tag, and `tf.io.decode_jpeg` ignores it.
+  """
+  for marker, start, end in _segments(data):
+    if marker != 0xE1 or data[start:start + 6] != b"Exif\x00\x00":
+      continue
+    tiff = data[start + 6:end]
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+      return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd:ifd + 2], order) if ifd + 2 <= len(tiff) else 0
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+      if int.from_bytes(tiff[entry:entry + 2], order) == 0x0112:
+        value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+        return value if 1 <= value <= 8 else 1
+    return 1
+  return 1
+
+
+# EXIF orientation -> how to turn the stored pixels upright (PIL's exif_transpose table).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+  """The decoded pixels `[H, W, C]` of a JPEG turned as its EXIF orientation says."""
+  turn = _UPRIGHT.get(orientation)
+  return np.ascontiguousarray(turn(image)) if turn else image
+
+
+def upright_size(size: tuple[int, int] | None, orientation: int) -> tuple[int, int] | None:
+  """(height, width) after `upright`: orientations 5-8 swap the axes."""
+  return (size[1], size[0]) if size and orientation >= 5 else size

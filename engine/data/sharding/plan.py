@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from engine.data.sharding.config import ShardConfig, ShardingError
-from engine.data.sharding.jpeg import jpeg_problem, jpeg_size
+from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright_size
 from engine.data.sharding.records import SourceRecord
 
 SPLITS = ("train", "validation", "test")
@@ -28,7 +28,8 @@ _MAX_LISTED_ERRORS = 5
 class CheckedImage:
   record: SourceRecord
   num_bytes: int
-  size: tuple[int, int] | None  # (height, width) when known from the JPEG header
+  size: tuple[int, int] | None  # upright (height, width) when known from the JPEG header
+  orientation: int = 1          # EXIF orientation; not 1: the writer stores it upright
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,9 @@ def check_images(records: list[SourceRecord], config: ShardConfig
       if problem:
         bad.append({"file": record.path, "where": record.where, "reason": problem})
         continue
-      good.append(CheckedImage(record, len(data), jpeg_size(data)))
+      orientation = jpeg_orientation(data)
+      good.append(CheckedImage(record, len(data), upright_size(jpeg_size(data), orientation),
+                               orientation))
     elif not data:
       bad.append({"file": record.path, "where": record.where, "reason": "empty file"})
     else:  # PNG/BMP/...: decoded and re-encoded as JPEG by the writer

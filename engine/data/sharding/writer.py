@@ -1,5 +1,9 @@
 """Writes one shard: read bytes, optionally re-encode, serialize, temp file, rename.
 
+JPEG bytes are stored as they are, unless a size is asked for, the file is another
+format, or its EXIF orientation says the pixels are stored sideways (phone photos): those
+are decoded, turned upright and re-encoded, since tf.io.decode_jpeg ignores EXIF.
+
 A shard's bytes depend only on its plan and the options, so any number of worker
 processes produce the same files, and a killed run leaves only whole shards under
 final names (plus `.tmp` files that the next run deletes).
@@ -14,6 +18,7 @@ import tensorflow as tf
 from tensorflow_datasets.core import example_serializer
 
 from engine.data import schema
+from engine.data.sharding.jpeg import jpeg_orientation, upright
 
 TMP_SUFFIX = ".tmp"
 
@@ -37,8 +42,11 @@ def build_features(source: str, spec: dict):
   return schema.folder_features(**spec)
 
 
-def _reencode(data: bytes, image_size: tuple[int, int] | None, quality: int) -> bytes:
+def _reencode(data: bytes, image_size: tuple[int, int] | None, quality: int,
+              orientation: int = 1) -> bytes:
   image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  if orientation != 1:  # decoders ignore EXIF: store the pixels the way people see them
+    image = tf.constant(upright(image.numpy(), orientation))
   if image_size:
     image = tf.image.resize(image, image_size, method="area", antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -54,9 +62,11 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
     for image_path, example in job.images:
       with open(image_path, "rb") as f:
         data = f.read()
-      if job.image_size or not image_path.lower().endswith((".jpg", ".jpeg")):
+      is_jpeg = image_path.lower().endswith((".jpg", ".jpeg"))
+      orientation = jpeg_orientation(data) if is_jpeg else 1
+      if job.image_size or not is_jpeg or orientation != 1:
         try:
-          data = _reencode(data, job.image_size, job.jpeg_quality)
+          data = _reencode(data, job.image_size, job.jpeg_quality, orientation)
         except tf.errors.InvalidArgumentError as e:
           os.remove(tmp)
           raise ValueError(f"{image_path}: cannot decode image: {e.message}") from None

@@ -154,6 +154,32 @@ def test_folder_source_with_split_folders_and_png(tmp_path):
   assert sorted(labels) == [0] * 6 + [1] * 7
 
 
+def test_sideways_phone_photos_are_stored_upright(tmp_path):
+  from PIL import Image
+
+  root = tmp_path / "gender"
+  # A smooth gradient survives JPEG re-encoding within a few levels.
+  y, x = np.mgrid[0:24, 0:40]
+  pixels = np.stack([x * 6, y * 10, 255 - x * 6], -1).astype(np.uint8)
+  for cls in ("female", "male"):
+    for i in range(3):
+      write_jpeg(str(root / cls / f"{i}.jpg"), seed=i, size=(40, 24))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to view
+  Image.fromarray(pixels).save(root / "male" / "phone.jpg", exif=exif.tobytes(), quality=98)
+  out = str(tmp_path / "out")
+  manifest = shard_dataset(ShardConfig("folder", str(root), out, validation_fraction=0.0))
+  assert manifest["image_shape"] == [40, 24, 3]  # the phone photo counts as upright 40x24
+  stored = [e["image"].numpy() for e in tfds.builder_from_directory(out).as_dataset(split="train")
+            if e["file_name"].numpy().decode().endswith("phone.jpg")]
+  assert len(stored) == 1 and stored[0].shape == (40, 24, 3)
+  def error(expected):
+    return np.abs(stored[0].astype(float) - expected).mean()
+
+  # Two JPEG generations blur chroma edges by a few levels; a wrong turn is far off.
+  assert error(np.rot90(pixels, -1)) < 5.0 < 25.0 < error(np.rot90(pixels, 1))
+
+
 def test_folder_source_per_identity_gets_seeded_split(tmp_path):
   root = tmp_path / "pins"
   for person in ("pins_Ada", "pins_Bob", "pins_Cy"):
