@@ -70,10 +70,21 @@ def train(config: ExperimentConfig) -> dict:
     if hook is not None:
       hook.load_state(state.get(name, {}))
   step = int(run.checkpoint.step.numpy())
+  # Time spent by earlier processes of this run, up to the checkpoint resumed from.
+  before = {"wall_seconds": 0.0, "train_step_seconds": 0.0, "images": 0, "processes": 0,
+            **state.get("timing", {})}
+
+  def timing():
+    wall, images = time.perf_counter() - started, images_seen
+    return {"wall_seconds": before["wall_seconds"] + wall,
+            "train_step_seconds": before["train_step_seconds"] + step_seconds,
+            "images": before["images"] + images, "processes": before["processes"] + 1,
+            "this_process_wall_seconds": wall}
 
   def hook_state():
     return {"early": early.state(), "best": best.state(),
-            **({"plateau": plateau.state()} if plateau else {})}
+            **({"plateau": plateau.state()} if plateau else {}),
+            "timing": {k: v for k, v in timing().items() if k != "this_process_wall_seconds"}}
 
   if step == 0:
     summaries.hparams(_hparams(config, run))
@@ -134,9 +145,10 @@ def train(config: ExperimentConfig) -> dict:
     sampler.stop()
     summaries.stop_profile()
     summaries.flush()
-  timing = {"wall_seconds": time.perf_counter() - started, "train_step_seconds": step_seconds,
-            "train_images_per_sec": images_seen / step_seconds if step_seconds else None}
-  return _finish(run, step, stopped_by, last_metrics, best, sampler.summary(), timing)
+  total = timing()
+  total["train_images_per_sec"] = (total["images"] / total["train_step_seconds"]
+                                   if total["train_step_seconds"] else None)
+  return _finish(run, step, stopped_by, last_metrics, best, sampler.summary(), total)
 
 
 def _setup(config: ExperimentConfig) -> _Run:
@@ -377,7 +389,8 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 def _finish(run: _Run, step: int, stopped_by: str, metrics: dict, best, system: dict,
             timing: dict) -> dict:
-  """Writes summary.json. Timing covers this process only (a resumed run: since the resume)."""
+  """Writes summary.json. Timing sums every process of the run (`processes`), each up to
+  its last checkpoint; work a killed process did after that was redone, and counts once."""
   summary = {"step": step, "total_steps": run.total_steps, "stopped_by": stopped_by, **timing,
              "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
              "best": best.state(), "precision": run.policy, "jit_compile": run.use_jit,

@@ -107,6 +107,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(celeba_shards, tmp_path)
   assert "resumed from" in resumed.stderr
   assert _summary(killed)["weights_sha256"] == _summary(whole)["weights_sha256"]
   assert _summary(killed)["best"] == _summary(whole)["best"]
+  # Timing sums both processes; the images trained count once (16 checkpointed + the rest).
+  timing = _summary(killed)
+  assert timing["processes"] == 2 and _summary(whole)["processes"] == 1
+  assert timing["images"] == _summary(whole)["images"]
+  assert timing["wall_seconds"] > timing["this_process_wall_seconds"] > 0
 
 
 def test_sigterm_saves_and_stops(celeba_shards, tmp_path):
