@@ -175,7 +175,7 @@ def shard_dataset(config: ShardConfig) -> dict:
           if config.source == "celeba" else
           {"class_names": facts["class_names"], "image_shape": image_shape})
   jobs = [ShardJob(_shard_path(config, p),
-                   tuple((i.record.path, i.record.features) for i in p.images),
+                   tuple((i.record.path, i.record.features, i.orientation) for i in p.images),
                    spec, config.source, config.image_size, config.jpeg_quality)
           for p in plans if not os.path.exists(_shard_path(config, p))]
   done = len(plans) - len(jobs)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_datasets.core import example_serializer
 
 from engine.data import schema
-from engine.data.sharding.jpeg import jpeg_orientation, upright
+from engine.data.sharding.jpeg import upright
 
 TMP_SUFFIX = ".tmp"
 
@@ -28,7 +28,7 @@ class ShardJob:
   """Everything a worker process needs to write one shard (picklable)."""
 
   path: str
-  images: tuple[tuple[str, dict], ...]  # (image path, non-image features)
+  images: tuple[tuple[str, dict, int], ...]  # (image path, non-image features, EXIF orientation)
   features_spec: dict                   # kwargs of the schema's feature builder
   source: str
   image_size: tuple[int, int] | None
@@ -59,11 +59,10 @@ def write_shard(job: ShardJob) -> tuple[str, int]:
   serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
   tmp = job.path + TMP_SUFFIX
   with tf.io.TFRecordWriter(tmp) as writer:
-    for image_path, example in job.images:
+    for image_path, example, orientation in job.images:
       with open(image_path, "rb") as f:
         data = f.read()
       is_jpeg = image_path.lower().endswith((".jpg", ".jpeg"))
-      orientation = jpeg_orientation(data) if is_jpeg else 1
       if job.image_size or not is_jpeg or orientation != 1:
         try:
           data = _reencode(data, job.image_size, job.jpeg_quality, orientation)
