@@ -150,13 +150,11 @@ def random_geometry(images, seed, config: AugmentConfig, output_size=None):
   return warp(images, matrices, output_size)
 
 
-def random_flip(image, seed):
-  """Mirrors left-right with probability 1/2 (exact: no resampling)."""
-  image = tf.convert_to_tensor(image)
-  if image.shape.rank == 3:
-    return tf.image.stateless_random_flip_left_right(image, seed)
-  mirror = tf.random.stateless_uniform([tf.shape(image)[0]], seed) < 0.5
-  return tf.where(_per_image(mirror), tf.reverse(image, axis=[2]), image)
+@_as_batch
+def random_flip(images, seed):
+  """Mirrors left-right with probability 1/2 per image (exact: no resampling)."""
+  mirror = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
+  return tf.where(_per_image(mirror), tf.reverse(images, axis=[2]), images)
 
 
 def random_affine(image, seed, config: AugmentConfig):
