@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from engine.data import pipeline
+from engine.data import pipeline, schema
 from engine.data.augment import AugmentConfig
 from engine.data.sharding import ShardConfig, shard_dataset
 from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
@@ -76,9 +76,10 @@ def _timed_rate(contender: _Contender, config: InputBenchConfig) -> float:
 def _encoded_images(shards_dir: str) -> list[tuple[bytes, int]]:
   manifest = pipeline.read_manifest(shards_dir)
   files = [os.path.join(shards_dir, s["file"]) for s in manifest["splits"]["train"]["shards"]]
-  spec = {"image": tf.io.FixedLenFeature([], tf.string),
-          "attributes/Male": tf.io.FixedLenFeature([], tf.int64)}
-  return [(ex["image"].numpy(), int(ex["attributes/Male"])) for ex in
+  male = schema.flat_key(schema.ATTRIBUTES, "Male")
+  spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
+          male: tf.io.FixedLenFeature([], tf.int64)}
+  return [(ex[schema.IMAGE].numpy(), int(ex[male])) for ex in
           tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, spec))]
 
 

@@ -223,7 +223,8 @@ def _decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int,
   return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
 
 
-def _to_dtype(image, dtype: tf.DType):
+def to_output_dtype(image, dtype: tf.DType):
+  """Pixels in [0, 255] -> `dtype`; uint8 rounds to the nearest level and clips."""
   if dtype == tf.uint8 and image.dtype != tf.uint8:
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
   return tf.cast(image, dtype)
@@ -237,12 +238,13 @@ def _cache_choice(config: InputConfig, manifest: dict, decoded_hw) -> str:
   pixel_bytes = 1 if config.training else tf.as_dtype(config.output_dtype).size
   decoded_bytes = split["num_examples"] * height * width * 3 * pixel_bytes
   can_cache_decoded = not (config.training and config.augment.random_resized_crop)
+  budget = decoded_cache_budget_bytes()
   if config.cache == "decoded" and not can_cache_decoded:
     raise ValueError("cache=decoded stores decoded images, but random_resized_crop decodes a "
                      "new crop on every read; use cache=memory (encoded bytes)")
   if config.cache != "auto":
     choice, why = config.cache, "requested"
-  elif can_cache_decoded and decoded_bytes <= decoded_cache_budget_bytes():
+  elif can_cache_decoded and decoded_bytes <= budget:
     choice, why = "decoded", "decoded images fit the budget: later epochs skip the JPEG decode"
   elif encoded_bytes <= MEMORY_CACHE_BUDGET_BYTES:
     choice, why = "memory", "encoded bytes in memory: later epochs skip the file reads"
@@ -250,7 +252,7 @@ def _cache_choice(config: InputConfig, manifest: dict, decoded_hw) -> str:
     choice, why = "none", "too large to cache in memory: read the files every epoch"
   logging.info("%s/%s: cache=%s (%s; encoded %.0f MB, decoded %.0f MB, decoded budget %.0f MB)",
                config.data_dir, config.split, choice, why, encoded_bytes / 2**20,
-               decoded_bytes / 2**20, decoded_cache_budget_bytes() / 2**20)
+               decoded_bytes / 2**20, budget / 2**20)
   return choice
 
 
@@ -321,7 +323,7 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
       image = tf.ensure_shape(_decode_jpeg(features[schema.IMAGE], config, ratio),
                               [*decoded_hw, 3])
     else:
-      image = _to_dtype(_decode(features[schema.IMAGE], seed, config, ratio),
+      image = to_output_dtype(_decode(features[schema.IMAGE], seed, config, ratio),
                         tf.uint8 if config.training else out_dtype)
     return image, label_fn(features)
 
@@ -352,8 +354,9 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     # One warp per batch: the resize from the decoded size (when batched at it), flip
     # and affine; then photometric ops and erasing.
     ds = tf.data.Dataset.zip((ds, _seeds(config.seed + 1).skip(skip_batches))).map(
-        lambda example, seed: (_to_dtype(augment(example[0], seed, config.augment,
-                                                 config.image_size), out_dtype), example[1]),
+        lambda example, seed: (to_output_dtype(augment(example[0], seed, config.augment,
+                                                        config.image_size), out_dtype),
+                               example[1]),
         num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
   else:
     if cache != "decoded":

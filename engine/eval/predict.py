@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps  # installed with tensorboard
 
-from engine.data.pipeline import InputConfig, crop_window, read_manifest
+from engine.data.pipeline import InputConfig, crop_window, read_manifest, to_output_dtype
 from engine.data.sharding.jpeg import jpeg_orientation, upright
 from engine.eval import faces
 from engine.train.config import ExperimentConfig
@@ -161,10 +161,8 @@ def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
     if crop_box is not None:
       top, left, height, width = tf.unstack(crop_window(tf.shape(image), crop_box))
       image = tf.image.crop_to_bounding_box(image, top, left, height, width)
-    image = tf.image.resize(image, image_size, method="bilinear")
-    if dtype == tf.uint8:
-      return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return tf.cast(tf.cast(image, dtype), tf.float32)  # the pipeline's rounding, in float32
+    image = to_output_dtype(tf.image.resize(image, image_size, method="bilinear"), dtype)
+    return image if dtype == tf.uint8 else tf.cast(image, tf.float32)  # the pipeline's rounding
 
   return resize
 
