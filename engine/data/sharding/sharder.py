@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import logging
 import multiprocessing
 import os
 import time
 
-from engine.data import schema
+from engine.data import integrity, schema
 from engine.data.sharding import plan as planning
 from engine.data.sharding.celeba import read_celeba
 from engine.data.sharding.config import ShardConfig, ShardingError
@@ -31,14 +30,6 @@ def _atomic_write_json(path: str, payload: dict) -> None:
     json.dump(payload, f, indent=2, sort_keys=True)
     f.write("\n")
   os.replace(tmp, path)
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _image_shape(images: list[planning.CheckedImage], config: ShardConfig) -> list | None:
@@ -105,6 +96,13 @@ def _class_counts(images: list[planning.CheckedImage], facts: dict) -> dict:
   return counts
 
 
+def _shard_entry(path: str, num_examples: int) -> dict:
+  """A shard's manifest entry: what `integrity.verify_shards` checks it against."""
+  return {"file": os.path.basename(path), "num_examples": num_examples,
+          "bytes": os.path.getsize(path), "sha256": integrity.file_sha256(path),
+          integrity.HEAD_TAIL_KEY: integrity.head_tail_sha256(path)}
+
+
 def _manifest(config, facts, plans, images, skipped, image_shape, seconds, written) -> dict:
   splits = {}
   for split in planning.SPLITS:
@@ -115,9 +113,7 @@ def _manifest(config, facts, plans, images, skipped, image_shape, seconds, writt
     splits[split] = {
         "num_examples": len(members),
         "class_counts": _class_counts(members, facts),
-        "shards": [{"file": os.path.basename(_shard_path(config, p)), "num_examples": len(p.images),
-                    "bytes": os.path.getsize(_shard_path(config, p)),
-                    "sha256": _sha256(_shard_path(config, p))} for p in shards],
+        "shards": [_shard_entry(_shard_path(config, p), len(p.images)) for p in shards],
     }
   manifest = {
       "format_version": 1, "dataset_name": DATASET_NAMES[config.source], "source": config.source,
