@@ -16,11 +16,12 @@ import os
 
 import tensorflow as tf
 
-from engine.data import schema
+from engine.data import integrity, schema
 from engine.data.augment import AugmentConfig, augment
 
 TASKS = ("attribute", "identity", "attributes")
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
+BAD_RECORD_POLICIES = ("error", "skip")
 # Encoded shards up to this size are cached in memory (CelebA-dev: 38 MB; all of CelebA: 1.4 GB).
 MEMORY_CACHE_BUDGET_BYTES = 2 * 2**30
 # Decoded images up to this size (and 1/8 of RAM) are cached instead (CelebA-dev's 4,024 face
@@ -31,7 +32,18 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-  """One input pipeline; see docs/DESIGN.md for the fields' meaning."""
+  """One input pipeline; see docs/DESIGN.md for the fields' meaning.
+
+  `on_bad_record`: "error" (default) stops at an unreadable record (DataLossError;
+  `integrity.corrupt_record_error` names the shard and record) or an undecodable image.
+  "skip" drops them and goes on, with a cost: TFRecordDataset cannot resync inside a
+  file after a bad record (on any DataLossError it moves to the next file, even when
+  only the record's data checksum failed), so the bad record AND THE REST OF ITS SHARD
+  are lost; other shards are unaffected (a missing shard is skipped whole: run
+  `integrity.verify_shards` first). An undecodable image loses only its example.
+  TensorFlow logs each drop ("Error raised with error message ...", without the file);
+  eval datasets then hold fewer examples than the manifest lists (count the mask).
+  """
 
   data_dir: str
   split: str = "train"
@@ -49,6 +61,7 @@ class InputConfig:
   balance: str = "none"
   tf_data_service: str | None = None
   crop_box: tuple[float, float, float, float] | None = None
+  on_bad_record: str = "error"
 
   def validate(self, manifest: dict) -> "InputConfig":
     if self.task not in TASKS:
@@ -61,6 +74,9 @@ class InputConfig:
       raise ValueError(f"global_batch_size must be >= 1, got {self.global_batch_size}")
     if self.balance not in ("none", "resample"):
       raise ValueError(f"balance must be none or resample, got {self.balance!r}")
+    if self.on_bad_record not in BAD_RECORD_POLICIES:
+      raise ValueError(f"on_bad_record must be one of {BAD_RECORD_POLICIES}, "
+                       f"got {self.on_bad_record!r}")
     num_classes(manifest, self.task, self.label_attribute)  # raises on a bad label source
     if self.crop_box is not None:
       top, left, height, width = self.crop_box
@@ -116,10 +132,6 @@ def class_weights(manifest: dict, task: str, label_attribute: str = "Male",
   counts = class_counts(manifest, task, label_attribute, split)
   total = sum(counts)
   return {c: total / (len(counts) * n) for c, n in enumerate(counts) if n}
-
-
-def _files(config: InputConfig, manifest: dict) -> list[str]:
-  return [os.path.join(config.data_dir, s["file"]) for s in manifest["splits"][config.split]["shards"]]
 
 
 def _parse_spec(config: InputConfig, manifest: dict) -> dict:
@@ -266,7 +278,7 @@ def decoded_cache_budget_bytes() -> int:
 
 
 def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Dataset:
-  files = _files(config, manifest)
+  files = integrity.split_files(config.data_dir, manifest, config.split)
   ds = tf.data.Dataset.from_tensor_slices(files)
   shard_by_data = False
   if input_context and input_context.num_input_pipelines > 1:
@@ -280,13 +292,23 @@ def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Data
       shard_by_data = True
   if config.training:
     ds = ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    ds = ds.interleave(_file_reader(config), cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
   else:  # eval reads files in order: a fixed example order for reports
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
+    ds = ds.interleave(_file_reader(config), cycle_length=1)
   if shard_by_data:
     ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   return ds
+
+
+def _file_reader(config: InputConfig):
+  """path -> its records; with on_bad_record=skip, a file ends at its first bad record.
+
+  The skip sits on each file's own reader, so a bad record never ends another file.
+  """
+  if config.on_bad_record == "error":
+    return tf.data.TFRecordDataset
+  return lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
 
 
 def _seeds(seed: int) -> tf.data.Dataset:
@@ -304,6 +326,8 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
       read. A resumed run passes the batches it already trained on; with
       `deterministic` it then sees exactly the batches an uninterrupted run would.
       The skip happens before decoding (or on cached decoded images), so it is cheap.
+      Before the decode it counts records, so images that on_bad_record=skip drops
+      shift the resumed batches (not bit-exact then).
   """
   manifest = read_manifest(config.data_dir)
   config.validate(manifest)
@@ -314,6 +338,11 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
   decoded_hw = _decoded_size(config, manifest, ratio)
   out_dtype = tf.as_dtype(config.output_dtype)
   cache = _cache_choice(config, manifest, decoded_hw)
+  if config.on_bad_record == "skip":
+    logging.warning("%s/%s: on_bad_record=skip: unreadable records and undecodable images are "
+                    "dropped; an unreadable record also loses the rest of its shard (TFRecord "
+                    "readers cannot resync); integrity.locate_corrupt_record names it",
+                    config.data_dir, config.split)
 
   def decode_example(serialized, seed=None):
     """-> image and label; training: uint8 at the decoded size if that is one size (the
@@ -328,8 +357,10 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
     return image, label_fn(features)
 
   def decode_map(ds):
-    return ds.map(decode_example, num_parallel_calls=AUTOTUNE,
-                  deterministic=config.deterministic or not config.training)
+    ds = ds.map(decode_example, num_parallel_calls=AUTOTUNE,
+                deterministic=config.deterministic or not config.training)
+    # skip: an undecodable image (or a record missing a feature) loses its example only.
+    return ds.ignore_errors(log_warning=True) if config.on_bad_record == "skip" else ds
 
   ds = _records(config, manifest, input_context)
   if cache == "decoded":

@@ -9,6 +9,7 @@ from engine.data import integrity, schema
 from engine.data.integrity import ShardIntegrityError, verify_shards
 from engine.data.pipeline import read_manifest
 from engine.data.sharding import ShardConfig, shard_dataset
+from tests.engine.data.damage import flip_byte, record_starts
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,6 @@ def _copy(shards: str, tmp_path) -> tuple[str, dict, str]:
   shutil.copytree(shards, out)
   manifest = read_manifest(out)
   return out, manifest, os.path.join(out, manifest["splits"]["train"]["shards"][0]["file"])
-
-
-def flip_byte(path: str, offset: int) -> None:
-  with open(path, "r+b") as f:
-    f.seek(offset)
-    value = f.read(1)[0]
-    f.seek(offset)
-    f.write(bytes([value ^ 0x01]))
 
 
 def test_clean_shards_pass_fast_and_full(celeba_shards, caplog):
@@ -124,17 +117,6 @@ def test_unknown_split_and_paths_outside_the_directory_are_refused(celeba_shards
   bad["splits"]["train"]["shards"][0]["file"] = "../elsewhere"
   with pytest.raises(ShardIntegrityError, match="'../elsewhere' of split train is not a plain"):
     verify_shards(celeba_shards, bad)
-
-
-def record_starts(path: str) -> list[int]:
-  """Byte offset of each record: TFRecord frames are length (8), CRC (4), data, CRC (4)."""
-  starts, offset, size = [], 0, os.path.getsize(path)
-  with open(path, "rb") as f:
-    while offset < size:
-      starts.append(offset)
-      f.seek(offset)
-      offset += 16 + int.from_bytes(f.read(8), "little")
-  return starts
 
 
 def test_locate_names_the_shard_and_record_of_a_flipped_byte(celeba_shards, tmp_path):

@@ -1,13 +1,16 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from engine.data.augment import AugmentConfig
+from engine.data.integrity import split_files
 from engine.data.pipeline import (InputConfig, class_weights, crop_window, make_dataset, num_classes,
                                   read_manifest)
+from tests.engine.data.damage import flip_byte, record_starts, replace_image
 
 
 def _labels_of(celeba_dir, split_code, column):
@@ -177,3 +180,58 @@ def test_random_resized_crop_and_mixed_paths_keep_static_shapes(celeba_shards):
     images, _ = next(iter(ds))
     assert images.shape == (8, 32, 28, 3) and images.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+
+def _private_copy(shards, tmp_path, split="validation"):
+  out = str(tmp_path / "shards")
+  shutil.copytree(shards, out)
+  return out, split_files(out, read_manifest(out), split)
+
+
+def _eval_examples(shards, **kwargs):
+  """(images, labels, mask) of a whole eval pass, batches concatenated."""
+  ds = make_dataset(InputConfig(shards, split="validation", training=False, image_size=(16, 16),
+                                global_batch_size=10, **kwargs))
+  return [np.concatenate([b[i].numpy() for b in ds]) for i in range(3)]
+
+
+def test_skip_loses_a_corrupt_record_and_the_rest_of_its_shard_only(celeba_shards, tmp_path):
+  out, files = _private_copy(celeba_shards, tmp_path)
+  per_file = [s["num_examples"] for s in read_manifest(out)["splits"]["validation"]["shards"]]
+  flip_byte(files[0], record_starts(files[0])[2] + 12 + 40)  # record 2 of the first shard
+  with pytest.raises(tf.errors.DataLossError):
+    _eval_examples(out)
+  images, labels, mask = _eval_examples(out, on_bad_record="skip")
+  kept = [*range(2), *range(per_file[0], sum(per_file))]  # TFRecordDataset cannot resync
+  clean_images, clean_labels, _ = _eval_examples(celeba_shards)
+  assert mask.sum() == len(kept) == 32 - (per_file[0] - 2) and len(mask) % 10 == 0
+  assert mask[:len(kept)].all() and not mask[len(kept):].any()  # padding only at the end
+  np.testing.assert_array_equal(images[:len(kept)], clean_images[kept])
+  np.testing.assert_array_equal(labels[:len(kept)], clean_labels[kept])
+
+
+def test_skip_loses_only_the_example_of_an_undecodable_image(celeba_shards, tmp_path):
+  out, files = _private_copy(celeba_shards, tmp_path)
+  replace_image(files[1], 3, b"<html>not a JPEG</html>")
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    _eval_examples(out)
+  images, labels, mask = _eval_examples(out, on_bad_record="skip")
+  first = read_manifest(out)["splits"]["validation"]["shards"][0]["num_examples"]
+  kept = [i for i in range(32) if i != first + 3]
+  clean_images, clean_labels, _ = _eval_examples(celeba_shards)
+  assert mask.sum() == 31 and mask[:31].all()
+  np.testing.assert_array_equal(images[:31], clean_images[kept])
+  np.testing.assert_array_equal(labels[:31], clean_labels[kept])
+
+
+@pytest.mark.parametrize("cache", ["decoded", "memory"])
+def test_training_skips_a_corrupt_shard_and_keeps_going(celeba_shards, tmp_path, cache):
+  out, train = _private_copy(celeba_shards, tmp_path, "train")
+  flip_byte(train[0], record_starts(train[0])[1] + 12 + 40)
+  config = _config(out, cache=cache, augment=AugmentConfig(flip=True))
+  with pytest.raises(tf.errors.DataLossError):
+    list(make_dataset(config).take(20))
+  batches = list(make_dataset(InputConfig(**{**config.__dict__, "on_bad_record": "skip"})).take(20))
+  assert len(batches) == 20 and batches[-1][0].shape == (8, 32, 28, 3)
+  with pytest.raises(ValueError, match="on_bad_record must be one of"):
+    make_dataset(InputConfig(out, on_bad_record="ignore"))
