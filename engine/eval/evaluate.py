@@ -61,7 +61,7 @@ def evaluate(config: EvalConfig) -> dict:
   """Evaluates the run, writes its artefacts, prints a report and returns all numbers."""
   if config.batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
-  model, experiment = load_model(config.model_dir, config.checkpoint)
+  model, experiment, source = load_model(config.model_dir, config.checkpoint)
   if config.flip_tta is None:
     config = dataclasses.replace(config, flip_tta=experiment.train.eval_flip)
   input_config = dataclasses.replace(
@@ -81,7 +81,9 @@ def evaluate(config: EvalConfig) -> dict:
   _check_alignment(input_config, manifest, side, labels)
   report = {
       "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
-      "checkpoint": config.checkpoint, "flip_tta": config.flip_tta, "task": input_config.task,
+      "checkpoint": config.checkpoint, "checkpoint_path": source.path,
+      "checkpoint_step": source.step, "ema": source.ema, "flip_tta": config.flip_tta,
+      "task": input_config.task,
       "label_attribute": (input_config.label_attribute if input_config.task == "attribute"
                           and manifest["source"] == "celeba" else None),
       "num_examples": int(labels.shape[0]),
@@ -94,7 +96,7 @@ def evaluate(config: EvalConfig) -> dict:
   out_dir = os.path.join(config.model_dir, f"eval_{config.split}")
   os.makedirs(out_dir, exist_ok=True)
   image = _write_confusion_matrix(report, out_dir)
-  _write_summaries(report, image, out_dir)
+  _write_summaries(report, image, out_dir, source.step)
   if config.output_json:
     os.makedirs(os.path.dirname(os.path.abspath(config.output_json)), exist_ok=True)
     with open(config.output_json, "w") as f:
@@ -218,14 +220,19 @@ def _summary_scalars(report: dict) -> dict[str, float]:
   return scalars
 
 
-def _write_summaries(report: dict, image: np.ndarray | None, out_dir: str) -> None:
-  # Step 0: an evaluation report is one point per checkpoint, not a curve over steps.
+def _write_summaries(report: dict, image: np.ndarray | None, out_dir: str,
+                     step: int | None) -> None:
+  """One TensorBoard point per evaluated checkpoint, at the training step of its weights."""
+  if step is None:
+    logging.info("%s: weights from outside the run (no training step); not written to "
+                 "TensorBoard", report["checkpoint_path"])
+    return
   writer = tf.summary.create_file_writer(out_dir)
   with writer.as_default():
     for name, value in _summary_scalars(report).items():
-      tf.summary.scalar(name, value, step=0)
+      tf.summary.scalar(name, value, step=step)
     if image is not None:
-      tf.summary.image("confusion_matrix", image[None], step=0)
+      tf.summary.image("confusion_matrix", image[None], step=step)
   writer.close()
 
 
@@ -247,7 +254,11 @@ def format_report(report: dict) -> str:
   """The console report: sklearn-style per-class table, headline numbers and slices."""
   numbers = report["metrics"]
   task = report["task"] + (f" ({report['label_attribute']})" if report["label_attribute"] else "")
-  lines = [f"eval of {report['model_dir']} [{report['checkpoint']}] on {report['data_dir']}"
+  step = report["checkpoint_step"]
+  weights = (f"{report['checkpoint']}: {report['checkpoint_path']}, "
+             + ("weights from outside the run" if step is None else f"step {step}")
+             + (", EMA" if report["ema"] else ""))
+  lines = [f"eval of {report['model_dir']} [{weights}] on {report['data_dir']}"
            f"/{report['split']}: task={task}, {report['num_examples']} examples"
            + (", flip TTA" if report["flip_tta"] else ""), ""]
   if "per_attribute" in numbers:

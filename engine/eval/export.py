@@ -32,7 +32,7 @@ from engine.eval.predict import class_names, output_kind
 from engine.models.batch_norm import FusedBatchNorm
 from engine.models.preprocessing import Preprocess
 from engine.train.config import ExperimentConfig
-from engine.train.restore import load_model
+from engine.train.restore import CheckpointSource, load_model
 
 FORMATS = ("keras", "saved_model", "tflite")
 _DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
@@ -146,7 +146,8 @@ def labels_path(artifact_path: str) -> str:
   return artifact_path.rstrip(os.sep) + ".labels.json"
 
 
-def metadata(config: ExperimentConfig, format: str, checkpoint: str) -> dict:  # noqa: A002
+def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A002
+             source: CheckpointSource) -> dict:
   """What a consumer of the artifact needs to feed it and read its outputs."""
   kind = output_kind(config)
   probabilities = {"binary": "[1 - sigmoid(logit), sigmoid(logit)]",
@@ -169,6 +170,9 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str) -> dict:  #
       "backbone": config.model.backbone,
       "head": config.model.head,
       "checkpoint": checkpoint,
+      "checkpoint_path": source.path,
+      "checkpoint_step": source.step,
+      "ema": source.ema,
   }
 
 
@@ -188,7 +192,7 @@ def export(model_dir: str, format: str, output_path: str | None = None,  # noqa:
   path = output_path or os.path.join(model_dir, "export", _DEFAULT_NAMES[format])
   if format == "keras" and not path.endswith(".keras"):
     raise ValueError(f"{path}: a Keras model file must end in .keras")
-  model, config = load_model(model_dir, checkpoint)
+  model, config, source = load_model(model_dir, checkpoint)
   stock = to_stock_keras(model)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   kind = output_kind(config)
@@ -199,6 +203,6 @@ def export(model_dir: str, format: str, output_path: str | None = None,  # noqa:
   else:
     _write_tflite(stock, kind, path)
   with open(labels_path(path), "w") as f:
-    json.dump(metadata(config, format, checkpoint), f, indent=2)
+    json.dump(metadata(config, format, checkpoint, source), f, indent=2)
   logging.info("exported %s (%s) and %s", path, format, labels_path(path))
   return path

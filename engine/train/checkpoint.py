@@ -16,13 +16,33 @@ import signal
 
 import tensorflow as tf
 
+from engine.models.builder import variables_by_name
+
+
+MODEL_KEY, EMA_KEY = "model", "ema"
+
+
+class NamedVariables(tf.Module):
+  """Variables as one trackable, saved and restored by name (see `variables_by_name`), so a
+  missing, extra or misplaced variable is an error naming it rather than a silent mix-up."""
+
+  def __init__(self, variables: dict[str, tf.Variable]):
+    super().__init__()
+    self.by_name = dict(variables)
+
 
 class VariableList(tf.Module):
-  """A list of variables as one trackable: saved and restored by position."""
+  """A list of variables as one trackable, restored by position: the optimizer's slots,
+  whose order is fixed by the model's (a resumed run must have the same config.json)."""
 
   def __init__(self, variables):
     super().__init__()
     self.items = list(variables)
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (disk full, unwritable directory); the message names
+  the directory and the newest complete checkpoint, which is left as it was."""
 
 
 class RunCheckpoint:
@@ -30,20 +50,25 @@ class RunCheckpoint:
 
   Args:
     directory: model_dir/checkpoints (or a per-worker directory for non-chief workers).
-    model_variables / optimizer_variables / ema_variables: what to save.
+    model: the model; its variables (BN statistics and RNG states included) are saved by name.
+    optimizer_variables: the optimizer's variables, in their own order.
+    ema_shadows: the moving averages, keyed by the name of the model variable each averages.
     max_to_keep: how many recent checkpoints to keep.
   """
 
-  def __init__(self, directory: str, model_variables, optimizer_variables, ema_variables=None,
-               lr_scale=None, max_to_keep: int = 3):
+  def __init__(self, directory: str, model, optimizer_variables,
+               ema_shadows: dict[str, tf.Variable] | None = None, lr_scale=None,
+               max_to_keep: int = 3):
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     self.hook_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="hook_state")
-    items = {"model": VariableList(model_variables), "optimizer": VariableList(optimizer_variables),
-             "step": self.step, "hook_state": self.hook_state}
-    if ema_variables:
-      items["ema"] = VariableList(ema_variables)
+    items = {MODEL_KEY: NamedVariables(variables_by_name(model)),
+             "optimizer": VariableList(optimizer_variables), "step": self.step,
+             "hook_state": self.hook_state}
+    if ema_shadows:
+      items[EMA_KEY] = NamedVariables(ema_shadows)
     if lr_scale is not None:
       items["lr_scale"] = lr_scale
+    self.directory = directory
     self.checkpoint = tf.train.Checkpoint(**items)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
     self._stop_requested = False
@@ -57,11 +82,36 @@ class RunCheckpoint:
     return json.loads(self.hook_state.numpy().decode())
 
   def save(self, step: int, hook_state: dict) -> str:
+    """Writes checkpoint `step`; the index names it only once all its files are complete.
+
+    Raises:
+      CheckpointWriteError: the write failed; the previous checkpoint stays the newest.
+    """
     self.step.assign(step)
     self.hook_state.assign(json.dumps(hook_state, sort_keys=True))
-    path = self.manager.save(checkpoint_number=step)
+    try:
+      path = self.manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+      self._remove_partial_files(step)
+      previous = self.manager.latest_checkpoint or "none"
+      reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      raise CheckpointWriteError(
+          f"{self.directory}: cannot write the checkpoint of step {step} ({reason.strip()}); "
+          f"the newest complete checkpoint is {previous}. Free space or fix the directory, "
+          "then rerun the same command to resume from it") from None
     logging.info("checkpoint %s", path)
     return path
+
+  def _remove_partial_files(self, step: int) -> None:
+    """Deletes what a failed save of `step` left behind (its temporary or partial files)."""
+    for name in tf.io.gfile.glob(os.path.join(self.directory, f"ckpt-{step}*")):
+      try:
+        if tf.io.gfile.isdir(name):
+          tf.io.gfile.rmtree(name)
+        else:
+          tf.io.gfile.remove(name)
+      except (tf.errors.OpError, OSError):
+        logging.warning("%s: could not remove a partial checkpoint file", name)
 
   @property
   def stop_requested(self) -> bool:

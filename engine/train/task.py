@@ -11,6 +11,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from engine.models.builder import variables_by_name
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -96,10 +98,16 @@ class WeightAverage:
   def __init__(self, model: keras.Model, decay: float):
     self.decay = decay
     self.sources = list(model.trainable_variables)
+    name_of = {id(v): name for name, v in variables_by_name(model).items()}
+    self.names = [name_of[id(v)] for v in self.sources]
     # ONLY_FIRST_REPLICA: every replica holds the same weights after the all-reduce.
     self.shadows = [tf.Variable(v.value, trainable=False, name=f"ema_{i}",
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                     for i, v in enumerate(self.sources)]
+
+  def shadows_by_name(self) -> dict[str, tf.Variable]:
+    """Each average under the name of the model variable it averages (how it is saved)."""
+    return dict(zip(self.names, self.shadows))
 
   def update(self, step):
     t = tf.cast(step, tf.float32)

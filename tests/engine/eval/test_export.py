@@ -23,7 +23,7 @@ from tests.engine.eval.test_predict import write_run_dir
 def run(tmp_path_factory):
   """A 3-class run (softmax), and the reference: its model's logits on fixed pixels."""
   model_dir = write_run_dir(tmp_path_factory.mktemp("run"), num_outputs=3, task="identity")
-  model, _ = load_model(model_dir)
+  model, _, _ = load_model(model_dir)
   pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
   return model_dir, pixels, model(pixels, training=False).numpy()
 
