@@ -245,7 +245,8 @@ def predict(config: PredictConfig) -> list[dict]:
   entries also carry `face` (detector, box, score, num_faces).
   """
   config.validate()
-  model, run = load_model(config.model_dir, config.checkpoint)
+  model, run, source = load_model(config.model_dir, config.checkpoint)
+  logging.info("weights: %s (step %s%s)", source.path, source.step, ", EMA" if source.ema else "")
   kind, names = output_kind(run), class_names(run)
   image_size = tuple(run.input.image_size)
   entries = expand_inputs(config.inputs)
