@@ -15,18 +15,19 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/Inf loss; the message names the step."""
 
 
-def check_finite(first_bad_step: int, step_before_loop: int, loss_scaled: bool) -> None:
+def check_finite(first_bad_step: int, step_before_loop: int, last_checkpoint: str | None) -> None:
   """Raises when a loop reported a non-finite loss (index of the first bad step, -1 if none).
 
-  Under dynamic loss scaling an overflow is normal: the optimizer skips that update and
-  lowers the scale, so only unscaled runs stop.
+  This holds under dynamic loss scaling too: an overflow in the scaled *gradients* is
+  normal there (the optimizer skips that update and lowers the scale) and never reaches
+  the loss, but a non-finite loss itself means the forward pass broke.
   """
-  if first_bad_step < 0 or loss_scaled:
+  if first_bad_step < 0:
     return
   raise NonFiniteLossError(
-      f"non-finite loss at step {step_before_loop + first_bad_step + 1}: stopping; the last "
-      "checkpoint is from before it. Lower --learning_rate, set --grad_clip_norm, or check "
-      "the input data")
+      f"non-finite loss at step {step_before_loop + first_bad_step + 1}: stopping without "
+      f"saving; the last good checkpoint is {last_checkpoint or 'none (none was written yet)'}. "
+      "Lower --learning_rate, set --grad_clip_norm, or check the input data")
 
 
 def _better(mode: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:

@@ -109,7 +109,7 @@ def train(config: ExperimentConfig) -> dict:
       start = time.perf_counter()
       sums, wait_sec, first_bad, done = train_loop(iterator, tf.constant(n, tf.int32))
       seconds = time.perf_counter() - start
-      hooks_lib.check_finite(int(first_bad), step, run.policy == "mixed_float16")
+      hooks_lib.check_finite(int(first_bad), step, run.checkpoint.manager.latest_checkpoint)
       step += int(done)
       step_seconds += seconds
       images_seen += int(done) * config.input.global_batch_size
@@ -198,8 +198,8 @@ def _setup(config: ExperimentConfig) -> _Run:
   worker_dir = None if chief else os.path.join(train_config.model_dir, "workers",
                                                f"worker_{strategy_lib.worker_id(strategy)}")
   checkpoint = RunCheckpoint(os.path.join(worker_dir or train_config.model_dir, "checkpoints"),
-                             model.variables, optimizer.variables,
-                             ema.shadows if ema else None, scale, train_config.keep_checkpoints)
+                             model, optimizer.variables, ema.shadows_by_name() if ema else None,
+                             scale, train_config.keep_checkpoints)
   return _Run(config, strategy, model, optimizer, schedule, ema, checkpoint, spec, use_jit, policy,
               chief, worker_dir, steps_per_epoch, total_steps)
 

@@ -37,11 +37,12 @@ def test_best_exporter_keeps_the_first_best():
   assert best.state() == {"best": 0.9, "best_step": 2}
 
 
-def test_non_finite_guard_names_the_step_and_tolerates_loss_scaling():
-  hooks.check_finite(-1, 100, loss_scaled=False)
-  hooks.check_finite(3, 100, loss_scaled=True)
-  with pytest.raises(hooks.NonFiniteLossError, match="step 104"):
-    hooks.check_finite(3, 100, loss_scaled=False)
+def test_non_finite_guard_names_the_step_and_the_last_good_checkpoint():
+  hooks.check_finite(-1, 100, "run/checkpoints/ckpt-100")
+  with pytest.raises(hooks.NonFiniteLossError, match="step 104.*ckpt-100"):
+    hooks.check_finite(3, 100, "run/checkpoints/ckpt-100")
+  with pytest.raises(hooks.NonFiniteLossError, match="none was written yet"):
+    hooks.check_finite(0, 0, None)
 
 
 def test_throughput_meter_reports_rates():

@@ -66,7 +66,7 @@ def test_best_checkpoint_is_the_best_evaluation(trained_run):
 
 def test_restored_model_reproduces_validation_accuracy(trained_run):
   config, _ = trained_run
-  model, restored_config = load_model(config.train.model_dir, "best")
+  model, restored_config, _ = load_model(config.train.model_dir, "best")
   assert restored_config.model.num_outputs == 1
   with open(os.path.join(config.train.model_dir, "best", "metrics.json")) as f:
     best = json.load(f)
@@ -118,6 +118,34 @@ def test_non_finite_loss_stops_naming_the_step(celeba_shards, tmp_path):
                            schedule="constant", epochs=2, checkpoint_every=4)
   with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+"):
     train(config)
+
+
+def _inject_nan_at_step(monkeypatch, bad_step: int) -> None:
+  """Makes the loss of training step `bad_step` (counted from 1) NaN, in the compiled step."""
+  from engine.train import task
+  calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+  real_loss = task.per_example_loss
+
+  def loss_with_a_nan(spec, labels, logits):
+    calls.assign_add(1)
+    nan = tf.where(calls == bad_step, float("nan"), 0.0)
+    return real_loss(spec, labels, logits) + nan
+
+  monkeypatch.setattr(task, "per_example_loss", loss_with_a_nan)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(celeba_shards, tmp_path,
+                                                                     monkeypatch, precision):
+  _inject_nan_at_step(monkeypatch, 6)
+  config = tiny_experiment(celeba_shards, str(tmp_path), precision=precision, epochs=2,
+                           checkpoint_every=4, eval_every=4)
+  with pytest.raises(NonFiniteLossError, match=r"step 6: .*ckpt-4"):
+    train(config)
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")
+  model, _, source = load_model(str(tmp_path), "latest")
+  assert source.step == 4
+  assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_early_stopping(celeba_shards, tmp_path):
