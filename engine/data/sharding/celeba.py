@@ -4,7 +4,9 @@ Files (in `data_dir`): `img_align_celeba/` (JPEGs), `list_attr_celeba.txt` (line
 row count, line 2 the attribute names, then `name v1 v2 ...` with values 1/-1),
 `list_eval_partition.txt` (`name 0|1|2`), and when present `identity_CelebA.txt`
 (`name id`) and `list_landmarks_align_celeba.txt` (count, header, `name x1 y1 ...`).
-Every problem names the file and line.
+Every problem names the file and line. Image names must stay inside `img_align_celeba/`
+(no `..`, not absolute, and no link out of it), checked while parsing: before any image
+is read and before anything is written.
 """
 
 from __future__ import annotations
@@ -33,6 +35,32 @@ def _lines(path: str) -> Iterator[tuple[int, list[str]]]:
         yield number, fields
 
 
+def _check_name(path: str, number: int, name: str) -> None:
+  """Refuses an image name that would leave img_align_celeba/.
+
+  The annotation files say where the images are; they must not be able to point the
+  sharder at any other file (whose bytes would end up in the shards).
+  """
+  parts = name.replace("\\", "/").split("/")
+  if os.path.isabs(name) or ".." in parts or "\x00" in name or name in ("", "."):
+    raise ShardingError(f"{path}:{number}: image name {name!r} must be a relative path inside "
+                        f"{IMAGE_DIR}/ (no '..', not absolute); refusing to read outside it")
+
+
+def _check_resolves_inside(image_path: str, file_name: str, image_root: str, where: str) -> None:
+  """Refuses an image that is, or lies under, a link resolving outside `image_root`.
+
+  `image_root` is the resolved image directory, so img_align_celeba/ may itself be a
+  link (to a larger disk); only links from inside it to elsewhere are refused.
+  """
+  if "/" not in file_name and not os.path.islink(image_path):
+    return  # a plain file directly in the directory: one lstat, nothing to resolve
+  target = os.path.realpath(image_path)
+  if os.path.commonpath([target, image_root]) != image_root:
+    raise ShardingError(f"{where}: {file_name} resolves to {target}, outside {image_root}; "
+                        f"copy the image into {IMAGE_DIR}/ instead of linking it")
+
+
 def _required(data_dir: str, name: str) -> str:
   path = os.path.join(data_dir, name)
   if not os.path.exists(path):
@@ -53,6 +81,7 @@ def read_attributes(path: str) -> tuple[list[str], dict[str, tuple[int, dict[str
     raise ShardingError(f"{path}:1: expected the row count, got {' '.join(count_fields)!r}")
   rows: dict[str, tuple[int, dict[str, bool]]] = {}
   for number, fields in lines:
+    _check_name(path, number, fields[0])
     if len(fields) != len(names) + 1:
       raise ShardingError(f"{path}:{number}: expected {len(names) + 1} columns "
                           f"(file name + {len(names)} attributes), got {len(fields)}")
@@ -74,6 +103,7 @@ def _read_pairs(path: str, known: dict, what: str) -> dict[str, tuple[int, str]]
   """Parses `name value` files; every name must be one the attribute file lists."""
   pairs = {}
   for number, fields in _lines(path):
+    _check_name(path, number, fields[0])
     if len(fields) != 2:
       raise ShardingError(f"{path}:{number}: expected 'file {what}', got {' '.join(fields)!r}")
     if fields[0] not in known:
@@ -88,6 +118,7 @@ def _read_landmarks(path: str, known: dict) -> dict[str, dict[str, int]]:
   next(lines, None)  # header
   landmarks = {}
   for number, fields in lines:
+    _check_name(path, number, fields[0])
     if len(fields) != len(schema.LANDMARK_NAMES) + 1:
       raise ShardingError(f"{path}:{number}: expected {len(schema.LANDMARK_NAMES) + 1} columns, "
                           f"got {len(fields)}")
@@ -113,10 +144,12 @@ def read_celeba(data_dir: str) -> tuple[list[SourceRecord], dict]:
   landmark_path = os.path.join(data_dir, LANDMARK_FILE)
   landmarks = (_read_landmarks(landmark_path, attributes)
                if os.path.exists(landmark_path) else None)
+  image_root = os.path.realpath(image_dir)
   records = []
   for file_name in sorted(attributes):
     line, values = attributes[file_name]
     where = f"{attr_path}:{line}"
+    _check_resolves_inside(os.path.join(image_dir, file_name), file_name, image_root, where)
     if file_name not in partition:
       raise ShardingError(f"{where}: {file_name} has no row in {partition_path}")
     p_line, code = partition[file_name]

@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import time
 
 from engine.data import integrity, schema
@@ -19,6 +20,11 @@ from engine.data.sharding.writer import TMP_SUFFIX, ShardJob, build_features, wr
 
 PLAN_FILE = ".shard_plan.json"
 DATASET_NAMES = {"celeba": "celeb_a", "folder": "image_folder"}
+# Output names come from the source kind, the split and the shard index only, never from
+# input file or class names; a rerun deletes only temporary files of these names.
+_OWN_NAME = re.compile(r"^(%s)-(%s)\.tfrecord-\d{5}-of-\d{5}$|^%s$|^%s$" % (
+    "|".join(DATASET_NAMES.values()), "|".join(planning.SPLITS), re.escape(PLAN_FILE),
+    re.escape(schema.MANIFEST)))
 # Below this many images per worker a process pool costs more (a TensorFlow import per
 # worker, ~3 s) than it saves: copying bytes runs ~2,800 images/s per core, re-encoding ~400.
 _MIN_IMAGES_PER_WORKER = {"copy": 8000, "reencode": 1000}
@@ -163,8 +169,8 @@ def shard_dataset(config: ShardConfig) -> dict:
         return json.load(f)
   _atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": config.to_json()})
   for name in os.listdir(config.output_dir):
-    if name.endswith(TMP_SUFFIX):  # leftovers of a killed run
-      os.remove(os.path.join(config.output_dir, name))
+    if name.endswith(TMP_SUFFIX) and _OWN_NAME.match(name[:-len(TMP_SUFFIX)]):
+      os.remove(os.path.join(config.output_dir, name))  # leftovers of a killed run
   image_shape = _image_shape(images, config)
   spec = ({"attribute_names": facts["attribute_names"], "has_identity": facts["has_identity"],
            "has_landmarks": facts["has_landmarks"], "image_shape": image_shape}

@@ -1,9 +1,11 @@
 import os
+import re
 
 import pytest
 
 from engine.data import schema
-from engine.data.sharding import ShardingError
+from engine.data.sharding import ShardConfig, ShardingError, shard_dataset
+from engine.data.sharding import plan as planning
 from engine.data.sharding.celeba import read_celeba
 from engine.data.synthetic import ATTRIBUTE_NAMES
 from tests.engine.data.sharding.helpers import copy_tree, replace_line
@@ -61,3 +63,41 @@ def test_missing_partition_file(celeba_dir, tmp_path):
   os.remove(os.path.join(d, "list_eval_partition.txt"))
   with pytest.raises(ShardingError, match="list_eval_partition.txt: missing"):
     read_celeba(d)
+
+
+@pytest.mark.parametrize("file_name,line,bad_name", [
+    ("list_attr_celeba.txt", 3, "../outside.jpg"),
+    ("list_attr_celeba.txt", 5, "/etc/passwd"),
+    ("list_attr_celeba.txt", 4, "sub/../../../outside.jpg"),
+    ("list_eval_partition.txt", 2, "../img_align_celeba/000002.jpg"),
+    ("identity_CelebA.txt", 7, "/tmp/000007.jpg"),
+    ("list_landmarks_align_celeba.txt", 4, "../../000002.jpg"),
+])
+def test_image_names_leaving_the_image_dir_are_refused_before_any_read_or_write(
+    celeba_dir, tmp_path, monkeypatch, file_name, line, bad_name):
+  d = copy_tree(celeba_dir, tmp_path / "c")
+  path = os.path.join(d, file_name)
+  fields = open(path).read().splitlines()[line - 1].split()
+  replace_line(path, line, " ".join([bad_name] + fields[1:]))
+  monkeypatch.setattr(planning, "check_images", lambda *_: pytest.fail("images were read"))
+  out = tmp_path / "out"
+  with pytest.raises(ShardingError, match=re.escape(
+      f"{path}:{line}: image name {bad_name!r} must be a relative path inside img_align_celeba/")):
+    shard_dataset(ShardConfig("celeba", d, str(out)))
+  assert not out.exists()
+
+
+def test_images_linked_from_outside_are_refused_but_a_linked_image_dir_is_not(celeba_dir, tmp_path):
+  d = copy_tree(celeba_dir, tmp_path / "c")
+  image = os.path.join(d, "img_align_celeba", "000003.jpg")
+  outside = str(tmp_path / "secret.jpg")
+  os.replace(image, outside)
+  os.symlink(outside, image)
+  with pytest.raises(ShardingError, match=re.escape(
+      f"list_attr_celeba.txt:5: 000003.jpg resolves to {outside}, outside")):
+    read_celeba(d)
+  linked = copy_tree(celeba_dir, tmp_path / "linked")  # img_align_celeba/ on another disk
+  os.replace(os.path.join(linked, "img_align_celeba"), str(tmp_path / "disk"))
+  os.symlink(str(tmp_path / "disk"), os.path.join(linked, "img_align_celeba"))
+  records, _ = read_celeba(linked)
+  assert len(records) == 160

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -218,3 +219,20 @@ def test_killed_run_resumes_byte_identical(celeba_dir, celeba_shards, tmp_path):
   subprocess.run(cmd + [f"--output_dir={out}"], check=True, capture_output=True)
   subprocess.run(cmd + [f"--output_dir={reference}"], check=True, capture_output=True)
   assert shard_bytes(out) == shard_bytes(reference)
+
+
+def test_output_names_never_come_from_input_names(tmp_path):
+  root = tmp_path / "src"
+  for cls in ("celeb_a-train.tfrecord-00000-of-00001", "manifest.json"):  # hostile class names
+    for i in range(4):
+      write_jpeg(str(root / cls / f"..{i}.tfrecord.jpg"), seed=i)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "notes.tmp").write_text("someone else's")  # a rerun's cleanup must leave it alone
+  manifest = shard_dataset(ShardConfig("folder", str(root), str(out), validation_fraction=0.25,
+                                       test_fraction=0.0))
+  shards = {s["file"] for split in manifest["splits"].values() for s in split["shards"]}
+  assert all(re.fullmatch(r"image_folder-(train|validation)\.tfrecord-\d{5}-of-\d{5}", n)
+             for n in shards)
+  assert set(os.listdir(out)) == shards | {schema.MANIFEST, PLAN_FILE, "dataset_info.json",
+                                           "features.json", "label.labels.txt", "notes.tmp"}
