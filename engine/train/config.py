@@ -8,6 +8,7 @@ import typing
 
 from engine.data.augment import AugmentConfig
 from engine.data.pipeline import InputConfig
+from engine.eval.metrics import MAX_CONFUSION_CLASSES
 from engine.models.config import ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adamax")
@@ -16,6 +17,10 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_MODES = ("auto", "true", "false")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MONITOR_MODES = {"val_accuracy": "max", "val_f1_macro": "max", "val_auc": "max", "val_loss": "min"}
+# What each task's validation reports (engine/train/evaluation.py): a multi-label run has
+# no single F1 or AUC to monitor.
+TASK_MONITORS = {"attribute": tuple(MONITOR_MODES), "identity": tuple(MONITOR_MODES),
+                 "attributes": ("val_accuracy", "val_loss")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,31 @@ class ExperimentConfig:
   model: ModelConfig
   train: TrainConfig
   eval_split: str = "validation"
+
+  def check_monitor(self, num_classes: int, eval_classes_present: int | None) -> None:
+    """The monitored metric must be one the task reports on the eval split: checked before
+    step 0 rather than found missing at the first evaluation.
+
+    Args:
+      num_classes: classes of the task (2 for a binary attribute).
+      eval_classes_present: how many of them occur in the eval split (None: not known).
+
+    Raises:
+      ValueError: naming the monitor, the task and what it can monitor instead.
+    """
+    monitor, task = self.train.monitor, self.input.task
+    allowed = TASK_MONITORS[task]
+    if monitor not in allowed:
+      raise ValueError(f"--monitor={monitor} is not reported by --task={task}; it reports "
+                       f"{', '.join(allowed)}")
+    if monitor != "val_auc":
+      return
+    if num_classes > MAX_CONFUSION_CLASSES or (eval_classes_present or 2) < 2:
+      raise ValueError(f"--monitor=val_auc is undefined here: AUC needs 2 to "
+                       f"{MAX_CONFUSION_CLASSES} classes occurring in split {self.eval_split!r} "
+                       f"(the task has {num_classes}, the split holds "
+                       f"{eval_classes_present if eval_classes_present is not None else 'some'}); "
+                       "monitor val_accuracy or val_loss")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -164,8 +164,9 @@ def _setup(config: ExperimentConfig) -> _Run:
   logging.info("XLA: %s (%s)", "on" if use_jit else "off", jit_why)
   precision.apply_precision(policy)
   manifest = pipeline.read_manifest(config.input.data_dir)
-  num_outputs = pipeline.num_classes(manifest, config.input.task, config.input.label_attribute)
-  num_outputs = 1 if config.input.task == "attribute" else num_outputs
+  classes = pipeline.num_classes(manifest, config.input.task, config.input.label_attribute)
+  config.check_monitor(classes, _eval_classes_present(config, manifest))
+  num_outputs = 1 if config.input.task == "attribute" else classes
   config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                  num_outputs=num_outputs))
   with strategy.scope():
@@ -202,6 +203,16 @@ def _setup(config: ExperimentConfig) -> _Run:
                              scale, train_config.keep_checkpoints)
   return _Run(config, strategy, model, optimizer, schedule, ema, checkpoint, spec, use_jit, policy,
               chief, worker_dir, steps_per_epoch, total_steps)
+
+
+def _eval_classes_present(config: ExperimentConfig, manifest: dict) -> int | None:
+  """How many classes occur in the eval split, where the manifest counts them."""
+  if config.eval_split not in manifest["splits"] or (
+      manifest["source"] == "celeba" and config.input.task != "attribute"):
+    return None
+  counts = pipeline.class_counts(manifest, config.input.task, config.input.label_attribute,
+                                 config.eval_split)
+  return sum(count > 0 for count in counts)
 
 
 def _resolve_batch(config: ExperimentConfig, strategy, estimate) -> ExperimentConfig:

@@ -166,6 +166,14 @@ def test_multilabel_task(celeba_shards, tmp_path):
   assert np.isfinite(summary["final_metrics"]["val_loss"])
 
 
+def test_an_unreported_monitor_fails_before_step_0(celeba_shards, tmp_path):
+  config = tiny_experiment(celeba_shards, str(tmp_path), epochs=1, monitor="val_f1_macro")
+  config = dataclasses.replace(config, input=dataclasses.replace(config.input, task="attributes"))
+  with pytest.raises(ValueError, match="val_f1_macro is not reported by --task=attributes"):
+    train(config)
+  assert not os.path.exists(tmp_path / "config.json")
+
+
 def test_identity_task(celeba_shards, tmp_path):
   # CelebA's splits share no identities, so this evaluates on train identities.
   config = tiny_experiment(celeba_shards, str(tmp_path), epochs=1, monitor="val_loss")

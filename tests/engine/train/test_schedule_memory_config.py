@@ -91,3 +91,25 @@ def test_experiment_config_round_trips_through_json(tmp_path):
   again = ExperimentConfig.from_dict(json.loads(config.to_json()))
   assert again == config
   assert dataclasses.replace(again.train, seed=1) != config.train
+
+
+@pytest.mark.parametrize("task, monitor, num_classes, present, message", [
+    ("attributes", "val_f1_macro", 4, None, "not reported by --task=attributes"),
+    ("attributes", "val_auc", 4, None, "not reported by --task=attributes"),
+    ("attribute", "val_auc", 2, 1, "AUC needs 2 to"),
+    ("identity", "val_auc", 5000, None, "the task has 5000"),
+])
+def test_a_monitor_the_task_cannot_report_is_refused(task, monitor, num_classes, present,
+                                                      message):
+  config = ExperimentConfig(InputConfig("x", task=task), ModelConfig("tiny_resnet"),
+                            TrainConfig(monitor=monitor))
+  with pytest.raises(ValueError, match=message):
+    config.check_monitor(num_classes, present)
+
+
+@pytest.mark.parametrize("task, monitor", [("attributes", "val_loss"), ("attribute", "val_auc"),
+                                           ("identity", "val_f1_macro")])
+def test_monitors_the_task_reports_pass(task, monitor):
+  config = ExperimentConfig(InputConfig("x", task=task), ModelConfig("tiny_resnet"),
+                            TrainConfig(monitor=monitor))
+  config.check_monitor(2, 2)
