@@ -113,11 +113,16 @@ def num_classes(manifest: dict, task: str, label_attribute: str = "Male") -> int
   if task == "identity":
     if not manifest.get("has_identity"):
       raise ValueError("task=identity needs identity_CelebA.txt in the sharded CelebA set")
+    if not manifest["identities"]:
+      raise ValueError("task=identity: these shards have no training identities (the classes "
+                       "are the train split's identities, and there is no train split)")
     return len(manifest["identities"])
   return len(manifest["attribute_names"])
 
 
 def class_counts(manifest: dict, task: str, label_attribute: str, split: str = "train") -> list[int]:
+  if split not in manifest["splits"]:
+    raise ValueError(f"no split {split!r} to count classes in; has {sorted(manifest['splits'])}")
   counts = manifest["splits"][split]["class_counts"]
   if manifest["source"] == "folder":
     return [counts[name] for name in manifest["class_names"]]

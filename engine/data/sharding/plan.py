@@ -109,12 +109,11 @@ def select_subset(images: list[CheckedImage], config: ShardConfig) -> list[Check
   return [images[i] for i in sorted(keep)]
 
 
-def _shard_count(split: str, images: list[CheckedImage], train_count: int,
-                 config: ShardConfig) -> int:
+def _shard_count(images: list[CheckedImage], reference_count: int, config: ShardConfig) -> int:
   if config.num_shards is not None:
-    # --num_shards is the train split's count; smaller splits get proportionally fewer.
-    wanted = config.num_shards if split == "train" else math.ceil(
-        config.num_shards * len(images) / max(train_count, 1))
+    # --num_shards is the train split's count (the largest split's, without train);
+    # smaller splits get proportionally fewer.
+    wanted = math.ceil(config.num_shards * len(images) / reference_count)
   else:
     if config.image_size:  # re-encoded size is unknown until written; assume JPEG ~ H*W/8
       est_bytes = len(images) * config.image_size[0] * config.image_size[1] * 3 / 8
@@ -127,8 +126,13 @@ def _shard_count(split: str, images: list[CheckedImage], train_count: int,
 def make_plan(images: list[CheckedImage], config: ShardConfig) -> list[ShardPlan]:
   """Shuffles each split with the seed and cuts it into contiguous shards."""
   by_split = {s: [i for i in images if i.record.split == s] for s in SPLITS}
-  if not by_split["train"]:
-    raise ShardingError(f"{config.data_dir}: no training examples after selection")
+  if not images:
+    raise ShardingError(f"{config.data_dir}: no examples after selection")
+  if not by_split["train"]:  # e.g. CelebA's validation partition alone, to evaluate on
+    logging.warning("%s: no training examples; writing %s only (for evaluation; the manifest "
+                    "has no train split)", config.data_dir,
+                    " and ".join(s for s in SPLITS if by_split[s]))
+  reference_count = len(by_split["train"]) or max(len(m) for m in by_split.values())
   plans = []
   for split_index, split in enumerate(SPLITS):
     members = by_split[split]
@@ -136,7 +140,7 @@ def make_plan(images: list[CheckedImage], config: ShardConfig) -> list[ShardPlan
       continue
     order = np.random.default_rng([config.seed, split_index]).permutation(len(members))
     shuffled = [members[i] for i in order]
-    n = _shard_count(split, members, len(by_split["train"]), config)
+    n = _shard_count(members, reference_count, config)
     for k in range(n):
       chunk = tuple(shuffled[k * len(shuffled) // n:(k + 1) * len(shuffled) // n])
       plans.append(ShardPlan(split, k, n, chunk))

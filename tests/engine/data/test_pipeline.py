@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from engine.data.augment import AugmentConfig
 from engine.data.integrity import split_files
-from engine.data.pipeline import (InputConfig, class_weights, crop_window, make_dataset, num_classes,
-                                  read_manifest)
+from engine.data.pipeline import (InputConfig, class_counts, class_weights, crop_window, make_dataset,
+                                  num_classes, read_manifest)
 from tests.engine.data.damage import flip_byte, record_starts, replace_image
 
 
@@ -235,3 +235,22 @@ def test_training_skips_a_corrupt_shard_and_keeps_going(celeba_shards, tmp_path,
   assert len(batches) == 20 and batches[-1][0].shape == (8, 32, 28, 3)
   with pytest.raises(ValueError, match="on_bad_record must be one of"):
     make_dataset(InputConfig(out, on_bad_record="ignore"))
+
+
+def test_eval_on_shards_without_a_train_split(validation_only_dir, validation_only_shards):
+  """Shards of CelebA's validation partition alone (to evaluate a model trained elsewhere)."""
+  manifest = read_manifest(validation_only_shards)
+  expected = _labels_of(validation_only_dir, "1", "Male")
+  assert num_classes(manifest, "attribute", "Male") == 2
+  assert class_counts(manifest, "attribute", "Male", "validation") == [
+      expected.count(0), expected.count(1)]
+  ds = make_dataset(InputConfig(validation_only_shards, split="validation", training=False,
+                                image_size=(16, 16), global_batch_size=64))
+  _, labels, mask = (np.concatenate([b[i].numpy() for b in ds]) for i in range(3))
+  assert mask.sum() == 160 and sorted(labels[mask > 0]) == expected
+  with pytest.raises(ValueError, match=r"no split 'train'; has \['validation'\]"):
+    make_dataset(InputConfig(validation_only_shards))
+  with pytest.raises(ValueError, match="no training identities"):
+    num_classes(manifest, "identity")
+  with pytest.raises(ValueError, match=r"no split 'train' to count classes in; has \['validation'\]"):
+    class_weights(manifest, "attribute")

@@ -23,6 +23,14 @@ def replace_line(path: str, line_number: int, text: str) -> None:
     f.write("\n".join(lines) + "\n")
 
 
+def mark_partition(celeba_dir: str, code: str) -> None:
+  """Rewrites list_eval_partition.txt so that every image is in partition `code`."""
+  path = os.path.join(celeba_dir, "list_eval_partition.txt")
+  names = [line.split()[0] for line in open(path).read().splitlines() if line.strip()]
+  with open(path, "w") as f:
+    f.write("".join(f"{name} {code}\n" for name in names))
+
+
 def write_jpeg(path: str, seed: int, size=(20, 16)) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   pixels = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from engine.data import schema
 from engine.data.sharding import ShardConfig, ShardingError, shard_dataset
 from engine.data.sharding.sharder import PLAN_FILE
-from tests.engine.data.sharding.helpers import copy_tree, shard_bytes, write_jpeg
+from tests.engine.data.sharding.helpers import copy_tree, mark_partition, shard_bytes, write_jpeg
 
 
 def _final_files(out_dir):
@@ -236,3 +236,31 @@ def test_output_names_never_come_from_input_names(tmp_path):
              for n in shards)
   assert set(os.listdir(out)) == shards | {schema.MANIFEST, PLAN_FILE, "dataset_info.json",
                                            "features.json", "label.labels.txt", "notes.tmp"}
+
+
+def test_partition_without_train_is_sharded_for_evaluation(validation_only_shards):
+  manifest = json.load(open(os.path.join(validation_only_shards, schema.MANIFEST)))
+  assert list(manifest["splits"]) == ["validation"] and manifest["identities"] == []
+  validation = manifest["splits"]["validation"]
+  assert validation["num_examples"] == 160 and len(validation["shards"]) == 2  # --num_shards
+  builder = tfds.builder_from_directory(validation_only_shards)
+  assert list(builder.info.splits) == ["validation"]
+  assert len(list(builder.as_dataset(split="validation"))) == 160
+
+
+@pytest.mark.parametrize("code,split", [("1", "validation"), ("2", "test")])
+def test_balanced_subset_of_a_partition_without_train(celeba_dir, tmp_path, code, split):
+  d = copy_tree(celeba_dir, tmp_path / "c")
+  mark_partition(d, code)
+  manifest = shard_dataset(ShardConfig("celeba", d, str(tmp_path / "out"), max_examples=40,
+                                       balance_by="Male", seed=1))
+  assert list(manifest["splits"]) == [split]
+  assert manifest["splits"][split]["class_counts"]["Male"] == {"0": 20, "1": 20}
+
+
+def test_no_examples_at_all_is_refused(celeba_dir, tmp_path):
+  d = copy_tree(celeba_dir, tmp_path / "c")
+  for image in os.listdir(os.path.join(d, "img_align_celeba")):
+    open(os.path.join(d, "img_align_celeba", image), "wb").close()  # every image empty
+  with pytest.raises(ShardingError, match="no examples after selection"):
+    shard_dataset(ShardConfig("celeba", d, str(tmp_path / "out"), on_bad_image="skip"))
