@@ -28,6 +28,7 @@ from engine.train.config import MONITOR_MODES, ExperimentConfig
 from engine.train.evaluation import Evaluator
 from engine.train.optim import LearningRate, exclude_from_decay, make_optimizer
 from engine.train.run_dir import prepare_run_dir
+from engine.train.run_lock import RunLock
 from engine.train.summaries import RunSummaries
 from engine.train.task import TaskSpec, WeightAverage, make_train_step
 
@@ -50,12 +51,25 @@ class _Run:
   worker_dir: str | None
   steps_per_epoch: int
   total_steps: int
+  lock: RunLock | None
 
 
 def train(config: ExperimentConfig) -> dict:
-  """Trains (or resumes) the configured run; returns the final summary (also summary.json)."""
+  """Trains (or resumes) the configured run; returns the final summary (also summary.json).
+
+  Raises:
+    RunLockedError: another trainer is running on the same model_dir.
+  """
   started = time.perf_counter()
   run = _setup(config)
+  try:
+    return _train(run, started)
+  finally:
+    if run.lock:
+      run.lock.release()
+
+
+def _train(run: _Run, started: float) -> dict:
   config = run.config
   summaries = RunSummaries(config.train.model_dir, enabled=run.chief)
   evaluator = Evaluator(config, run.model, run.spec, run.ema)
@@ -172,13 +186,30 @@ def _setup(config: ExperimentConfig) -> _Run:
   with strategy.scope():
     model = build_model(config.model)
   estimate = memory.estimate_memory(model)
-  config = _resolve_batch(config, strategy, estimate)
+  config = _resolve_batch(config, strategy, estimate, policy, use_jit)
   logging.info(estimate.describe(config.input.global_batch_size))
   config.input.validate(manifest)
   num_train = manifest["splits"][config.input.split]["num_examples"]
   steps_per_epoch = max(num_train // config.input.global_batch_size, 1)
   total_steps = train_config.train_steps or train_config.epochs * steps_per_epoch
   chief = strategy_lib.is_chief(strategy)
+  # The chief alone writes model_dir; it locks it before writing anything there.
+  lock = RunLock(train_config.model_dir).acquire() if chief else None
+  try:
+    return _build_run(config, strategy, model, policy, use_jit, chief, lock, manifest,
+                      steps_per_epoch, total_steps)
+  except BaseException:
+    if lock:
+      lock.release()
+    raise
+
+
+def _build_run(config: ExperimentConfig, strategy, model, policy: str, use_jit: bool,
+               chief: bool, lock: RunLock | None, manifest: dict, steps_per_epoch: int,
+               total_steps: int) -> _Run:
+  """Writes the run directory's config and builds the training state (under the lock)."""
+  train_config = config.train
+  num_outputs = config.model.num_outputs
   prepare_run_dir(config, chief)
   weights = (tuple(pipeline.class_weights(manifest, config.input.task,
                                           config.input.label_attribute).values())
@@ -202,7 +233,7 @@ def _setup(config: ExperimentConfig) -> _Run:
                              model, optimizer.variables, ema.shadows_by_name() if ema else None,
                              scale, train_config.keep_checkpoints)
   return _Run(config, strategy, model, optimizer, schedule, ema, checkpoint, spec, use_jit, policy,
-              chief, worker_dir, steps_per_epoch, total_steps)
+              chief, worker_dir, steps_per_epoch, total_steps, lock)
 
 
 def _eval_classes_present(config: ExperimentConfig, manifest: dict) -> int | None:
@@ -215,7 +246,8 @@ def _eval_classes_present(config: ExperimentConfig, manifest: dict) -> int | Non
   return sum(count > 0 for count in counts)
 
 
-def _resolve_batch(config: ExperimentConfig, strategy, estimate) -> ExperimentConfig:
+def _resolve_batch(config: ExperimentConfig, strategy, estimate, policy: str,
+                   use_jit: bool) -> ExperimentConfig:
   """global_batch_size 0 means auto: the largest batch that fits (see memory.py)."""
   if config.input.global_batch_size:
     return config
@@ -223,7 +255,8 @@ def _resolve_batch(config: ExperimentConfig, strategy, estimate) -> ExperimentCo
   start = memory.starting_batch(estimate, memory.device_memory_mb(
       config.train.gpu_memory_limit_mb), replicas)
   if tf.config.list_logical_devices("GPU"):
-    batch = memory.find_batch_size(lambda b: _trial_step(config, b), start, minimum=replicas)
+    batch = memory.find_batch_size(
+        lambda b: trial_step(config, b // replicas, policy, use_jit), start, minimum=replicas)
   else:
     batch = start
     logging.info("batch_size=auto on CPU: %d (host memory is not the limit; no trial steps)", batch)
@@ -231,15 +264,30 @@ def _resolve_batch(config: ExperimentConfig, strategy, estimate) -> ExperimentCo
                                                                global_batch_size=batch))
 
 
-def _trial_step(config: ExperimentConfig, batch: int) -> None:
-  """One throw-away training step at `batch` on a separate copy of the model."""
+def trial_step(config: ExperimentConfig, per_replica_batch: int, policy: str,
+               use_jit: bool) -> None:
+  """One throw-away step of the real training step at `per_replica_batch` on one device:
+  a separate copy of the model, the configured optimizer with its slots (and loss scaling),
+  the EMA when kept, compiled with XLA when the run will be. So what fits here fits there.
+
+  Raises:
+    tf.errors.ResourceExhaustedError: the step does not fit the device's memory.
+  """
   model = build_model(config.model)
-  optimizer = keras.optimizers.SGD(0.0)
-  images = tf.zeros([batch, *config.model.image_size, 3])
-  with tf.GradientTape() as tape:
-    loss = tf.reduce_mean(tf.cast(model(images, training=True), tf.float32))
-  optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-  del model, optimizer
+  train_config = config.train
+  schedule = LearningRate(train_config.learning_rate, 1, kind="constant")
+  optimizer = make_optimizer(train_config, schedule, precision.needs_loss_scaling(policy))
+  optimizer.build(model.trainable_variables)
+  ema = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay else None
+  spec = TaskSpec(config.input.task, config.model.num_outputs)
+  step = make_train_step(spec, model, optimizer, per_replica_batch, ema)
+  images = tf.zeros([per_replica_batch, *config.model.image_size, 3], config.input.output_dtype)
+  labels = (tf.zeros([per_replica_batch, config.model.num_outputs], tf.float32)
+            if config.input.task == "attributes" else tf.zeros([per_replica_batch], tf.int32))
+  compiled = tf.function(step, jit_compile=use_jit)
+  logging.info("batch_size=auto: trial step at %d per replica (%s, %s, XLA %s)",
+               per_replica_batch, type(optimizer).__name__, policy, "on" if use_jit else "off")
+  float(compiled(images, labels)["loss_sum"])  # waits for the device
 
 
 def _train_dataset(run: _Run, skip_steps: int):

@@ -195,3 +195,33 @@ def test_profile_steps_write_a_trace(celeba_shards, tmp_path):
   train(tiny_experiment(celeba_shards, str(tmp_path), epochs=1, profile_steps=(2, 6)))
   traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files]
   assert any(f.endswith(".xplane.pb") for f in traces)
+
+
+def test_batch_size_trial_is_the_real_compiled_step(celeba_shards, tmp_path, monkeypatch):
+  """The auto batch size's trial runs the training step itself: configured optimizer with
+  its slots, EMA, XLA as the run resolves it (here on the CPU, where XLA also compiles)."""
+  from engine.train import loop
+  seen = {}
+  real_step = loop.make_train_step
+
+  def spy(spec, model, optimizer, batch, ema=None):
+    seen.update(optimizer=optimizer, slots=len(optimizer.variables), ema=ema, batch=batch)
+    return real_step(spec, model, optimizer, batch, ema)
+
+  monkeypatch.setattr(loop, "make_train_step", spy)
+  config = tiny_experiment(celeba_shards, str(tmp_path), ema_decay=0.9, optimizer="adamw")
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_outputs=1))
+  loop.trial_step(config, 4, "float32", use_jit=True)
+  assert type(seen["optimizer"]).__name__ == "AdamW" and seen["batch"] == 4
+  assert seen["slots"] > 2 * len(seen["ema"].sources)  # m and v per weight, built before
+
+
+def test_a_second_trainer_on_a_locked_run_directory_is_refused(celeba_shards, tmp_path):
+  from engine.train.run_lock import RunLock, RunLockedError
+  holder = RunLock(str(tmp_path)).acquire()
+  try:
+    with pytest.raises(RunLockedError, match="in use by another trainer"):
+      train(tiny_experiment(celeba_shards, str(tmp_path), epochs=1))
+    assert not os.path.exists(tmp_path / "config.json")
+  finally:
+    holder.release()
