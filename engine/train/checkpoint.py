@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 
@@ -95,6 +96,7 @@ class RunCheckpoint:
       self._remove_partial_files(step)
       previous = self.manager.latest_checkpoint or "none"
       reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", reason)
       raise CheckpointWriteError(
           f"{self.directory}: cannot write the checkpoint of step {step} ({reason.strip()}); "
           f"the newest complete checkpoint is {previous}. Free space or fix the directory, "
