@@ -156,3 +156,15 @@ def test_data_loss_while_reading_becomes_an_error_naming_the_shard(celeba_shards
   shutil.copy(os.path.join(celeba_shards, os.path.basename(files[1])), files[1])  # repaired
   assert "rescan read every record" in str(
       integrity.corrupt_record_error(out, manifest, "validation", raised.value))
+
+
+def test_locate_counts_records_past_the_first_scan_batches(tmp_path):
+  import tensorflow as tf
+
+  clean, damaged = str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")
+  for path in (clean, damaged):
+    with tf.io.TFRecordWriter(path) as writer:
+      for i in range(2500):
+        writer.write(f"record {i}".encode())
+  flip_byte(damaged, record_starts(damaged)[2100] + 12 + 3)
+  assert integrity.locate_corrupt_record([clean, damaged])[:2] == (damaged, 2100)
