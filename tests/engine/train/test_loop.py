@@ -77,6 +77,30 @@ def test_restored_model_reproduces_validation_accuracy(trained_run):
   assert metrics_again["val_accuracy"] == pytest.approx(best["val_accuracy"])
 
 
+@pytest.mark.parametrize("checkpoint", ["latest", "36", "prefix"])
+def test_latest_checkpoint_holds_the_final_weights(trained_run, checkpoint):
+  """The trainer's final weights, bit for bit, however the checkpoint is named."""
+  from engine.train.loop import weights_fingerprint
+  config, summary = trained_run
+  if checkpoint == "prefix":
+    checkpoint = os.path.join(config.train.model_dir, "checkpoints", "ckpt-36")
+  model, _, source = load_model(config.train.model_dir, checkpoint)
+  assert source.step == 36 and not source.ema
+  assert weights_fingerprint(model) == summary["weights_sha256"]
+
+
+def test_evaluating_latest_reproduces_the_final_validation_and_logs_its_step(trained_run):
+  from engine.eval.evaluate import EvalConfig, evaluate
+  config, summary = trained_run
+  report = evaluate(EvalConfig(config.train.model_dir, split="validation", checkpoint="latest"))
+  assert report["checkpoint_step"] == 36
+  assert report["metrics"]["accuracy"] == pytest.approx(summary["final_metrics"]["val_accuracy"])
+  assert report["metrics"]["loss"] == pytest.approx(summary["final_metrics"]["val_loss"], rel=1e-5)
+  steps = {step for step, _ in _scalars(os.path.join(config.train.model_dir,
+                                                     "eval_validation"))["accuracy"]}
+  assert steps == {36}
+
+
 class _NoSummaries:
   def scalars(self, *args, **kwargs):
     pass
