@@ -306,6 +306,17 @@ def _records(config: InputConfig, manifest: dict, input_context) -> tf.data.Data
   return ds
 
 
+def eval_records(config: InputConfig, manifest: dict) -> tf.data.Dataset:
+  """The serialized examples an eval pass reads, in its order and with its on_bad_record.
+
+  For reading other features of the same examples (evaluation slices) without decoding
+  images: with skip, the same bad records and the rest of their shards are left out.
+  An image the eval pipeline drops as undecodable is still here; an alignment check
+  against the eval labels notices that.
+  """
+  return _records(dataclasses.replace(config, training=False), manifest, None)
+
+
 def _file_reader(config: InputConfig):
   """path -> its records; with on_bad_record=skip, a file ends at its first bad record.
 

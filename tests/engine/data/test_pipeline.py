@@ -9,7 +9,7 @@ import tensorflow as tf
 from engine.data.augment import AugmentConfig
 from engine.data.integrity import split_files
 from engine.data.pipeline import (InputConfig, class_counts, class_weights, crop_window,
-                                  make_dataset, num_classes, read_manifest)
+                                  eval_records, make_dataset, num_classes, read_manifest)
 from tests.engine.data.damage import flip_byte, record_starts, replace_image
 
 
@@ -208,6 +208,9 @@ def test_skip_loses_a_corrupt_record_and_the_rest_of_its_shard_only(celeba_shard
   assert mask[:len(kept)].all() and not mask[len(kept):].any()  # padding only at the end
   np.testing.assert_array_equal(images[:len(kept)], clean_images[kept])
   np.testing.assert_array_equal(labels[:len(kept)], clean_labels[kept])
+  # Other features of the same examples, e.g. for evaluation slices: the same records.
+  config = InputConfig(out, split="validation", on_bad_record="skip")
+  assert len(list(eval_records(config, read_manifest(out)))) == len(kept)
 
 
 def test_skip_loses_only_the_example_of_an_undecodable_image(celeba_shards, tmp_path):
