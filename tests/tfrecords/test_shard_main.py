@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.engine.data.sharding.helpers import copy_tree, replace_line
+from tests.engine.data.sharding.helpers import copy_tree, mark_partition, replace_line
 
 
 def _run(*args):
@@ -29,3 +29,12 @@ def test_bad_row_exits_nonzero_naming_file_and_line(celeba_dir, tmp_path):
   assert result.returncode == 1
   assert "list_attr_celeba.txt:6: attribute Smiling must be 1 or -1" in result.stderr
   assert not os.path.exists(f"{tmp_path}/o/manifest.json")
+
+
+def test_validation_partition_alone_is_sharded(celeba_dir, tmp_path):
+  d = copy_tree(celeba_dir, tmp_path / "c")
+  mark_partition(d, "1")  # like shared/data/celeba-dev-val40
+  result = _run("--source=celeba", f"--data_dir={d}", f"--output_dir={tmp_path}/o")
+  assert result.returncode == 0, result.stderr
+  assert json.loads(result.stdout)["splits"] == {"validation": 160}
+  assert "no training examples; writing validation only" in result.stderr
