@@ -151,6 +151,14 @@ def verify_shards(data_dir: str, manifest: dict, splits: Sequence[str] | None = 
                (time.perf_counter() - start) * 1e3)
 
 
+def check_shards(data_dir: str, manifest: dict, splits: Sequence[str], mode: str) -> None:
+  """`verify_shards` as a run asks for it: mode "fast", "full" or "off" (logged)."""
+  if mode == "off":
+    logging.warning("%s: shards not checked against manifest.json (verify_shards=off)", data_dir)
+    return
+  verify_shards(data_dir, manifest, splits, full=mode == "full")
+
+
 def _tf_message(error: tf.errors.OpError) -> str:
   """TensorFlow's message without the function-node and op decorations."""
   message = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message)

@@ -22,6 +22,7 @@ from engine.data.augment import AugmentConfig, augment
 TASKS = ("attribute", "identity", "attributes")
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
 BAD_RECORD_POLICIES = ("error", "skip")
+SHARD_CHECKS = ("fast", "full", "off")  # see integrity.verify_shards
 # Encoded shards up to this size are cached in memory (CelebA-dev: 38 MB; all of CelebA: 1.4 GB).
 MEMORY_CACHE_BUDGET_BYTES = 2 * 2**30
 # Decoded images up to this size (and 1/8 of RAM) are cached instead (CelebA-dev's 4,024 face
@@ -43,6 +44,10 @@ class InputConfig:
   `integrity.verify_shards` first). An undecodable image loses only its example.
   TensorFlow logs each drop ("Error raised with error message ...", without the file);
   eval datasets then hold fewer examples than the manifest lists (count the mask).
+
+  `verify_shards`: how the trainer and evaluator check the shards against manifest.json
+  before reading them: "fast" (sizes and each file's first/last 64 KiB), "full" (SHA-256
+  of every byte) or "off".
   """
 
   data_dir: str
@@ -62,6 +67,7 @@ class InputConfig:
   tf_data_service: str | None = None
   crop_box: tuple[float, float, float, float] | None = None
   on_bad_record: str = "error"
+  verify_shards: str = "fast"
 
   def validate(self, manifest: dict) -> "InputConfig":
     if self.task not in TASKS:
@@ -77,6 +83,8 @@ class InputConfig:
     if self.on_bad_record not in BAD_RECORD_POLICIES:
       raise ValueError(f"on_bad_record must be one of {BAD_RECORD_POLICIES}, "
                        f"got {self.on_bad_record!r}")
+    if self.verify_shards not in SHARD_CHECKS:
+      raise ValueError(f"verify_shards must be one of {SHARD_CHECKS}, got {self.verify_shards!r}")
     num_classes(manifest, self.task, self.label_attribute)  # raises on a bad label source
     if self.crop_box is not None:
       top, left, height, width = self.crop_box

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from engine.data import schema
-from engine.data.pipeline import InputConfig, make_dataset, read_manifest
+from engine.data import integrity, schema
+from engine.data.pipeline import InputConfig, eval_records, make_dataset, read_manifest
 from engine.eval import metrics
 from engine.train.evaluation import class_names, make_predict_fn, predict_padded, probabilities
 from engine.train.restore import load_model
@@ -46,6 +46,9 @@ class EvalConfig:
     output_json: where to write every number as JSON (None: not written).
     flip_tta: average the logits of each image and its mirror image; None: as the run
       was evaluated during training (its `eval_flip`).
+    on_bad_record: "error" stops at an unreadable record, naming its shard; "skip" evaluates
+      what reads and says how many of the manifest's examples were left out.
+    verify_shards: check the shards against manifest.json first: fast | full | off.
   """
 
   model_dir: str
@@ -55,6 +58,8 @@ class EvalConfig:
   batch_size: int = 64
   output_json: str | None = None
   flip_tta: bool | None = None
+  on_bad_record: str = "error"
+  verify_shards: str = "fast"
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -67,17 +72,28 @@ def evaluate(config: EvalConfig) -> dict:
   input_config = dataclasses.replace(
       experiment.input, data_dir=config.data_dir or experiment.input.data_dir,
       split=config.split, global_batch_size=config.batch_size, training=False,
-      cache="none", balance="none", tf_data_service=None)  # one local pass
+      cache="none", balance="none", tf_data_service=None,  # one local pass
+      on_bad_record=config.on_bad_record, verify_shards=config.verify_shards)
   manifest = read_manifest(input_config.data_dir)
+  input_config.validate(manifest)
+  integrity.check_shards(input_config.data_dir, manifest, [config.split], config.verify_shards)
   predict = make_predict_fn(model, config.flip_tta)
-  predictions = predict_padded(predict, make_dataset(input_config))
+  try:
+    predictions = predict_padded(predict, make_dataset(input_config))
+  except tf.errors.DataLossError as e:
+    raise integrity.corrupt_record_error(input_config.data_dir, manifest, config.split, e) from e
   logits, labels = predictions.logits.astype(np.float64), predictions.labels
   expected = manifest["splits"][config.split]["num_examples"]
-  if labels.shape[0] != expected:
+  skipped = expected - labels.shape[0]
+  if skipped and config.on_bad_record != "skip":
     raise RuntimeError(f"{input_config.data_dir}/{config.split}: predicted {labels.shape[0]} "
                        f"examples, the manifest lists {expected}")
+  if skipped:
+    logging.warning("%s/%s: %d of the manifest's %d examples were unreadable and skipped; "
+                    "every number below is on the other %d", input_config.data_dir,
+                    config.split, skipped, expected, labels.shape[0])
 
-  side = _read_side_features(input_config.data_dir, manifest, config.split)
+  side = _read_side_features(input_config, manifest)
   _check_alignment(input_config, manifest, side, labels)
   report = {
       "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
@@ -87,6 +103,7 @@ def evaluate(config: EvalConfig) -> dict:
       "label_attribute": (input_config.label_attribute if input_config.task == "attribute"
                           and manifest["source"] == "celeba" else None),
       "num_examples": int(labels.shape[0]),
+      "manifest_examples": int(expected), "skipped_examples": int(skipped),
   }
   if input_config.task == "attributes":
     report.update(_multilabel_report(logits, labels, manifest))
@@ -106,17 +123,16 @@ def evaluate(config: EvalConfig) -> dict:
   return report
 
 
-def _read_side_features(data_dir: str, manifest: dict, split: str) -> dict[str, np.ndarray]:
-  """Every attribute and the identity of each example, in the eval pipeline's order."""
+def _read_side_features(config: InputConfig, manifest: dict) -> dict[str, np.ndarray]:
+  """Every attribute and the identity of each example, in the eval pipeline's order: the
+  same records, with the same ones skipped, without decoding images."""
   if manifest["source"] != "celeba":
     return {}
   spec = {schema.flat_key(schema.ATTRIBUTES, n): tf.io.FixedLenFeature([], tf.int64)
           for n in manifest["attribute_names"]}
   if manifest.get("has_identity"):
     spec[schema.IDENTITY] = tf.io.FixedLenFeature([], tf.int64)
-  files = [os.path.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
-  # The eval pipeline reads these files one after the other (cycle_length=1); so does this.
-  ds = tf.data.TFRecordDataset(files).batch(1024).map(lambda s: tf.io.parse_example(s, spec))
+  ds = eval_records(config, manifest).batch(1024).map(lambda s: tf.io.parse_example(s, spec))
   chunks = list(ds.as_numpy_iterator())
   side = {}
   for key in spec:
@@ -260,6 +276,8 @@ def format_report(report: dict) -> str:
              + (", EMA" if report["ema"] else ""))
   lines = [f"eval of {report['model_dir']} [{weights}] on {report['data_dir']}"
            f"/{report['split']}: task={task}, {report['num_examples']} examples"
+           + (f" of the manifest's {report['manifest_examples']} ({report['skipped_examples']} "
+              "unreadable, skipped)" if report["skipped_examples"] else "")
            + (", flip TTA" if report["flip_tta"] else ""), ""]
   if "per_attribute" in numbers:
     lines += _format_rows(list(numbers["per_attribute"].items()),

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.data import pipeline
+from engine.data import integrity, pipeline
 from engine.eval.metrics import classification_metrics, confusion_matrix_image, multilabel_metrics
 from engine.train.config import ExperimentConfig
 from engine.train.summaries import RunSummaries, annotate
@@ -81,6 +81,9 @@ def predict_padded(predict, dataset: tf.data.Dataset, keep_images: int = 0) -> P
     masks.append(mask.numpy())
     if first is None:
       first = images.numpy()[mask.numpy() > 0][:keep_images]
+  if not masks:
+    raise RuntimeError("the evaluation split yielded no example (every record was skipped "
+                       "as unreadable, or the split is empty)")
   real = np.concatenate(masks) > 0
   if not real[:real.sum()].all():
     raise RuntimeError("eval padding is interleaved with real examples; the pipeline broke "
@@ -95,6 +98,7 @@ class Evaluator:
                ema: WeightAverage | None = None):
     self.config, self.model, self.spec, self.ema = config, model, spec, ema
     manifest = pipeline.read_manifest(config.input.data_dir)
+    self.manifest = manifest
     self.names = class_names(config.input, manifest)
     self.input = dataclasses.replace(
         config.input, split=config.eval_split, training=False,
@@ -105,7 +109,11 @@ class Evaluator:
 
   def predict_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(logits, labels, sample images, their logits) over the split, padding dropped."""
-    result = predict_padded(self._predict, self._dataset, self.config.train.summary_images)
+    try:
+      result = predict_padded(self._predict, self._dataset, self.config.train.summary_images)
+    except tf.errors.DataLossError as e:
+      raise integrity.corrupt_record_error(self.input.data_dir, self.manifest, self.input.split,
+                                           e) from e
     samples = result.first_images
     return result.logits, result.labels, samples, result.logits[:len(samples)]
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.data import pipeline
+from engine.data import integrity, pipeline
 from engine.models import build_model
 from engine.monitor import DeviceSampler
 from engine.train import hooks as hooks_lib
@@ -52,6 +52,7 @@ class _Run:
   steps_per_epoch: int
   total_steps: int
   lock: RunLock | None
+  manifest: dict
 
 
 def train(config: ExperimentConfig) -> dict:
@@ -121,7 +122,11 @@ def _train(run: _Run, started: float) -> dict:
       if config.train.profile_steps and step == config.train.profile_steps[0]:
         summaries.start_profile()
       start = time.perf_counter()
-      sums, wait_sec, first_bad, done = train_loop(iterator, tf.constant(n, tf.int32))
+      try:
+        sums, wait_sec, first_bad, done = train_loop(iterator, tf.constant(n, tf.int32))
+      except tf.errors.DataLossError as e:
+        raise integrity.corrupt_record_error(config.input.data_dir, run.manifest,
+                                             config.input.split, e) from e
       seconds = time.perf_counter() - start
       hooks_lib.check_finite(int(first_bad), step, run.checkpoint.manager.latest_checkpoint)
       step += int(done)
@@ -189,6 +194,8 @@ def _setup(config: ExperimentConfig) -> _Run:
   config = _resolve_batch(config, strategy, estimate, policy, use_jit)
   logging.info(estimate.describe(config.input.global_batch_size))
   config.input.validate(manifest)
+  integrity.check_shards(config.input.data_dir, manifest,
+                         sorted({config.input.split, config.eval_split}), config.input.verify_shards)
   num_train = manifest["splits"][config.input.split]["num_examples"]
   steps_per_epoch = max(num_train // config.input.global_batch_size, 1)
   total_steps = train_config.train_steps or train_config.epochs * steps_per_epoch
@@ -233,7 +240,7 @@ def _build_run(config: ExperimentConfig, strategy, model, policy: str, use_jit: 
                              model, optimizer.variables, ema.shadows_by_name() if ema else None,
                              scale, train_config.keep_checkpoints)
   return _Run(config, strategy, model, optimizer, schedule, ema, checkpoint, spec, use_jit, policy,
-              chief, worker_dir, steps_per_epoch, total_steps, lock)
+              chief, worker_dir, steps_per_epoch, total_steps, lock, manifest)
 
 
 def _eval_classes_present(config: ExperimentConfig, manifest: dict) -> int | None:

@@ -12,7 +12,7 @@ from engine.train.config import ExperimentConfig
 # Fields a resumed run may change without becoming a different run.
 _RESUMABLE_CHANGES = {"train.epochs", "train.train_steps", "train.log_every", "train.profile_steps",
                       "train.early_stopping_patience", "train.checkpoint_every",
-                      "train.keep_checkpoints", "input.tf_data_service"}
+                      "train.keep_checkpoints", "input.tf_data_service", "input.verify_shards"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -38,7 +38,8 @@ def prepare_run_dir(config: ExperimentConfig, chief: bool) -> None:
   payload = json.loads(config.to_json())
   if os.path.exists(path):
     with open(path) as f:
-      old = _flatten(json.load(f))
+      # Through the config class, so a field added since the run began counts at its default.
+      old = _flatten(json.loads(ExperimentConfig.from_dict(json.load(f)).to_json()))
     new = _flatten(payload)
     changed = sorted(k for k in set(old) | set(new)
                      if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)

@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 
 def _make_run(model_dir, shards, task="attribute", num_outputs=1):
-  """A run directory as the trainer leaves it: config.json and best/model.weights.h5."""
+  """A run directory as the trainer leaves it: config.json, best/model.weights.h5 and
+  best/metrics.json (the step of the best weights: 12)."""
   model_config = ModelConfig("tiny_resnet", image_size=(32, 32), num_outputs=num_outputs)
   experiment = ExperimentConfig(
       input=InputConfig(shards, task=task, image_size=(32, 32), global_batch_size=8),
@@ -29,6 +30,8 @@ def _make_run(model_dir, shards, task="attribute", num_outputs=1):
     f.write(experiment.to_json())
   model = build_model(model_config)
   model.save_weights(os.path.join(model_dir, "best", "model.weights.h5"))
+  with open(os.path.join(model_dir, "best", "metrics.json"), "w") as f:
+    json.dump({"step": 12}, f)
   return str(model_dir), model
 
 
@@ -66,13 +69,14 @@ def test_every_example_once_with_slices_json_and_png(run, celeba_shards, tmp_pat
   png = cv2.imread(os.path.join(out_dir, "confusion_matrix.png"))
   assert png is not None and png.shape[2] == 3
   assert glob.glob(os.path.join(out_dir, "events.out.tfevents.*"))
+  assert report["checkpoint_step"] == 12  # TensorBoard's point is at the weights' own step
 
 
 def test_flip_tta_and_missing_checkpoint(run, celeba_shards):
   model_dir, _ = run
   report = evaluate(EvalConfig(model_dir, split="test", batch_size=16, flip_tta=True))
   assert report["num_examples"] == 32 and report["data_dir"] == celeba_shards
-  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+  with pytest.raises(FileNotFoundError, match="no training checkpoint"):
     evaluate(EvalConfig(model_dir, celeba_shards, checkpoint="latest"))
 
 
@@ -111,3 +115,24 @@ def test_identity_run(celeba_shards, tmp_path):
   assert np.sum(numbers["confusion_matrix"]) == 96
   with pytest.raises(ValueError, match="identity-disjoint"):  # as CelebA's official splits are
     evaluate(EvalConfig(model_dir, celeba_shards, split="validation"))
+
+
+def test_a_damaged_split_is_named_or_skipped_and_counted(run, celeba_shards, tmp_path):
+  import shutil
+  from engine.data.integrity import ShardIntegrityError
+  from tests.engine.data.damage import flip_byte, record_starts
+  model_dir, _ = run
+  copy = str(tmp_path / "shards")
+  shutil.copytree(celeba_shards, copy)
+  shard = sorted(glob.glob(os.path.join(copy, "*-validation.tfrecord-*")))[0]
+  flip_byte(shard, record_starts(shard)[2] + 40)
+  with pytest.raises(ShardIntegrityError, match="do not match manifest.json"):
+    evaluate(EvalConfig(model_dir, copy, split="validation"))
+  with pytest.raises(ShardIntegrityError, match=f"{shard}: record 2 .*unreadable"):
+    evaluate(EvalConfig(model_dir, copy, split="validation", verify_shards="off"))
+  report = evaluate(EvalConfig(model_dir, copy, split="validation", verify_shards="off",
+                               on_bad_record="skip"))
+  # The bad record and the rest of its shard are lost; the report says so.
+  assert report["manifest_examples"] == 32 and 0 < report["num_examples"] < 32
+  assert report["skipped_examples"] == 32 - report["num_examples"]
+  assert report["metrics"]["num_examples"] == report["num_examples"]

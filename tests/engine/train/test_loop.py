@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 
@@ -11,9 +12,11 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from engine.data.integrity import ShardIntegrityError
 from engine.train import train
 from engine.train.hooks import NonFiniteLossError
 from engine.train.restore import load_model
+from tests.engine.data.damage import flip_byte, record_starts
 from tests.engine.train.conftest import tiny_experiment
 
 
@@ -249,3 +252,29 @@ def test_a_second_trainer_on_a_locked_run_directory_is_refused(celeba_shards, tm
     assert not os.path.exists(tmp_path / "config.json")
   finally:
     holder.release()
+
+
+def _damaged_copy(shards: str, tmp_path) -> tuple[str, str]:
+  """A copy of the shards with one byte flipped inside record 3 of the first train shard."""
+  import shutil
+  copy = str(tmp_path / "shards")
+  shutil.copytree(shards, copy)
+  shard = sorted(glob.glob(os.path.join(copy, "*-train.tfrecord-00000-*")))[0]
+  flip_byte(shard, record_starts(shard)[3] + 40)
+  return copy, shard
+
+
+def test_a_changed_shard_is_refused_before_training(celeba_shards, tmp_path):
+  copy, shard = _damaged_copy(celeba_shards, tmp_path)
+  with pytest.raises(ShardIntegrityError, match=f"(?s)do not match manifest.json.*{os.path.basename(shard)}: same size.*differ"):
+    train(tiny_experiment(copy, str(tmp_path / "run"), epochs=1))
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_a_corrupt_record_met_in_training_names_the_shard_and_record(celeba_shards, tmp_path):
+  copy, shard = _damaged_copy(celeba_shards, tmp_path)
+  config = tiny_experiment(copy, str(tmp_path / "run"), epochs=1)
+  config = dataclasses.replace(config, input=dataclasses.replace(
+      config.input, verify_shards="off", cache="none"))
+  with pytest.raises(ShardIntegrityError, match=f"{shard}: record 3 .*unreadable"):
+    train(config)

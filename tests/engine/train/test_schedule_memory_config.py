@@ -113,3 +113,19 @@ def test_monitors_the_task_reports_pass(task, monitor):
   config = ExperimentConfig(InputConfig("x", task=task), ModelConfig("tiny_resnet"),
                             TrainConfig(monitor=monitor))
   config.check_monitor(2, 2)
+
+
+def test_a_run_from_before_a_new_config_field_still_resumes(tmp_path):
+  """config.json written before a field existed counts that field at its default."""
+  from engine.train.run_dir import prepare_run_dir
+  config = ExperimentConfig(InputConfig(str(tmp_path)), ModelConfig("tiny_resnet"),
+                            TrainConfig(model_dir=str(tmp_path)))
+  old = json.loads(config.to_json())
+  del old["input"]["on_bad_record"], old["input"]["verify_shards"]
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(old, f)
+  prepare_run_dir(config, chief=True)  # resumes
+  changed = dataclasses.replace(config, input=dataclasses.replace(config.input,
+                                                                  on_bad_record="skip"))
+  with pytest.raises(ValueError, match="on_bad_record: 'error' -> 'skip'"):
+    prepare_run_dir(changed, chief=True)
