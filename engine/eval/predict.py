@@ -5,7 +5,8 @@ TensorFlow with the same settings, a bilinear resize of the whole image to the r
 size, rounded to uint8 when the run fed uint8), or, with `detect_faces`, first aligned
 to CelebA's crop framing (`engine.eval.faces`).
 Batches have one static shape (the last one is padded), so one traced function serves
-every batch. A file that cannot be read is an error entry naming it; the others go on.
+every batch. A file that cannot be read is an error entry naming it and why, and so is
+an image whose header states more than `max_image_pixels` (never decoded); the others go on.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import io
 import json
 import logging
 import os
+import struct
+import warnings
 
 import cv2
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps  # installed with tensorboard
+from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensorboard
 
 from engine.data.pipeline import InputConfig, crop_window, read_manifest, to_output_dtype
-from engine.data.sharding.jpeg import jpeg_orientation, upright
+from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
 from engine.train.config import ExperimentConfig
 from engine.train.evaluation import class_names as training_class_names
@@ -31,6 +34,12 @@ from engine.train.restore import load_model
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OUTPUT_FORMATS = (".csv", ".json")
+# Larger images are refused from their header, before decoding: 80 MP is 240 MB as RGB
+# uint8. Above every common camera (61 MP full frame, 64 MP phones), under Pillow's
+# decompression-bomb warning (89.5 MP).
+MAX_IMAGE_PIXELS = 80_000_000
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +53,7 @@ class PredictConfig:
     batch_size: images per model call.
     output: a .csv or .json file to write the predictions to (None: only return them).
     detect_faces: detect and align the largest face to CelebA's framing first.
+    max_image_pixels: larger images (by their header) are an error entry, not decoded.
   """
 
   model_dir: str
@@ -52,12 +62,15 @@ class PredictConfig:
   batch_size: int = 32
   output: str | None = None
   detect_faces: bool = False
+  max_image_pixels: int = MAX_IMAGE_PIXELS
 
   def validate(self) -> "PredictConfig":
     if not self.inputs:
       raise ValueError("no inputs: give image files or folders")
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.max_image_pixels < 1:
+      raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
     if self.output and os.path.splitext(self.output)[1].lower() not in OUTPUT_FORMATS:
       raise ValueError(f"{self.output}: output must end in {' or '.join(OUTPUT_FORMATS)}")
     return self
@@ -122,34 +135,74 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
   return entries
 
 
-def load_image(path: str) -> np.ndarray:
+def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
   """Reads an image file as upright RGB uint8 [H, W, 3].
 
-  JPEGs are decoded by `tf.io.decode_jpeg` with the input pipeline's settings: its
-  default (fast integer) DCT differs from OpenCV's and Pillow's by up to ~8 levels per
-  pixel, a skew between training and prediction. Other formats go through OpenCV, then
-  Pillow. The EXIF orientation is applied (the sharder stores such photos upright too),
-  so a phone photo is seen the way its owner sees it.
+  The size in the file's header is checked before anything is decoded, so a huge (or
+  lying) header cannot take the memory. JPEGs are decoded by `tf.io.decode_jpeg` with
+  the input pipeline's settings: its default (fast integer) DCT differs from OpenCV's and
+  Pillow's by up to ~8 levels per pixel, a skew between training and prediction. Other
+  formats go through OpenCV, then Pillow. The EXIF orientation is applied (the sharder
+  stores such photos upright too), so a phone photo is seen the way its owner sees it.
 
   Raises:
-    ValueError: the file is not an image that can be decoded (the message names it).
+    ValueError: the file is empty, too large, or not an image that can be decoded (the
+      message names the file and why).
   """
   with open(path, "rb") as f:
     data = f.read()
-  if data[:3] == b"\xff\xd8\xff":
+  if not data:
+    raise ValueError(f"{path}: not a readable image: empty file (0 bytes)")
+  _check_pixels(path, header_size(path, data), max_pixels)
+  if data[:3] == _JPEG_MAGIC:
     try:
       image = tf.io.decode_jpeg(data, channels=3).numpy()
-    except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f"{path}: not a readable image ({e.message.strip()})") from None
+    except tf.errors.InvalidArgumentError:
+      raise ValueError(f"{path}: not a readable image: "
+                       f"{jpeg_problem(data) or 'corrupt JPEG (TensorFlow cannot decode it)'}"
+                       ) from None
     return upright(image, jpeg_orientation(data))
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   if image is not None:  # OpenCV applies the EXIF orientation itself
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
   try:  # formats this OpenCV build lacks
     with Image.open(io.BytesIO(data)) as pil:
       return np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+  except UnidentifiedImageError:
+    raise ValueError(f"{path}: not a readable image: not in an image format OpenCV or Pillow "
+                     "knows") from None
   except Exception as e:  # Pillow raises many types for a bad file
     raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def header_size(path: str, data: bytes) -> tuple[int, int] | None:
+  """(height, width) as the file's header states it, without decoding; None if unknown.
+
+  Raises:
+    ValueError: Pillow refuses the header as a decompression bomb (over twice its
+      MAX_IMAGE_PIXELS), which is over MAX_IMAGE_PIXELS too.
+  """
+  if data[:3] == _JPEG_MAGIC:
+    return jpeg_size(data)
+  if data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR":  # the first chunk, by the PNG spec
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+  try:
+    with warnings.catch_warnings():  # the size limit is ours (max_pixels), not Pillow's
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data)) as pil:  # reads the header only
+        return pil.height, pil.width
+  except Image.DecompressionBombError as e:
+    raise ValueError(f"{path}: too large to decode ({e})") from None
+  except Exception:  # not an image Pillow knows: the decoders below say so
+    return None
+
+
+def _check_pixels(path: str, size: tuple[int, int] | None, max_pixels: int) -> None:
+  if size and size[0] * size[1] > max_pixels:
+    height, width = size
+    raise ValueError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.1f} MP) is over "
+                     f"the limit of {max_pixels:,} pixels (max_image_pixels); downscale it first")
 
 
 def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
@@ -219,10 +272,10 @@ class _Batcher:
     self._images, self._keys = [], []
 
 
-def _read_and_align(path: str, detector) -> tuple[np.ndarray | None, dict]:
+def _read_and_align(path: str, detector, max_pixels: int) -> tuple[np.ndarray | None, dict]:
   """One file -> (RGB image to resize, or None; fields for its result)."""
   try:
-    image = load_image(path)
+    image = load_image(path, max_pixels)
   except (OSError, ValueError) as e:
     message = str(e) if path in str(e) else f"{path}: {e}"
     logging.warning("%s", message)
@@ -266,7 +319,7 @@ def predict(config: PredictConfig) -> list[dict]:
       logging.warning("%s", error)
       results[index].update(status="error", message=error)
       continue
-    image, fields = _read_and_align(path, detector)
+    image, fields = _read_and_align(path, detector, config.max_image_pixels)
     results[index].update(fields)
     if image is not None:
       batcher.add(index, resize(tf.constant(image)).numpy())

@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -12,7 +14,8 @@ from PIL import Image, ImageOps
 
 from engine.data.pipeline import InputConfig, make_dataset
 from engine.eval import faces
-from engine.eval.predict import PredictConfig, class_names, load_image, predict
+from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, class_names, load_image,
+                                 predict)
 from engine.models import ModelConfig, build_model
 from engine.train.config import ExperimentConfig, TrainConfig
 
@@ -52,6 +55,56 @@ def write_images(folder) -> list[str]:
   with open(os.path.join(folder, "notes.txt"), "w") as f:
     f.write("not an image")
   return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n != "notes.txt")
+
+
+def _png_header(width: int, height: int) -> bytes:
+  """A PNG that states its size and ends after one row: what a size check must read."""
+  def chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * width))) + chunk(b"IEND", b""))
+
+
+def _bmp_header(width: int, height: int) -> bytes:
+  """A 54-byte BMP header without pixels (Pillow reads the size; OpenCV would allocate)."""
+  info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+  return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + info
+
+
+def _resized_jpeg(jpeg: bytes, height: int, width: int) -> bytes:
+  """The JPEG with its frame header (SOF0) claiming another size; the data stays small."""
+  data, pos = bytearray(jpeg), 2
+  while data[pos + 1] != 0xC0:
+    pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+  data[pos + 5:pos + 9] = struct.pack(">HH", height, width)
+  return bytes(data)
+
+
+def write_problem_images(folder) -> dict[str, str | None]:
+  """A folder as users leave them: {file name: expected error fragment, None = predicted}.
+
+  A JPEG and a PNG that are fine, a truncated JPEG, an empty file, a text file named .jpg,
+  and 20000x20000 images (400 MP, 1.2 GB decoded) that are a few hundred bytes on disk:
+  a JPEG and a PNG whose headers state that size.
+  """
+  os.makedirs(folder, exist_ok=True)
+  pixels = np.random.default_rng(3).integers(0, 256, (60, 50, 3), np.uint8)
+  jpeg = cv2.imencode(".jpg", pixels)[1].tobytes()
+  files = {"face.jpg": (jpeg, None),
+           "face.png": (cv2.imencode(".png", pixels)[1].tobytes(), None),
+           "cut.jpg": (jpeg[:len(jpeg) // 2], "not a readable image: truncated JPEG"),
+           "empty.jpg": (b"", "not a readable image: empty file (0 bytes)"),
+           "notes.jpg": (b"shopping list: milk, eggs\n", "not a readable image: not in an image "
+                         "format"),
+           "huge.jpg": (_resized_jpeg(jpeg, 20000, 20000), "20000x20000 pixels (400.0 MP) is "
+                        f"over the limit of {MAX_IMAGE_PIXELS:,} pixels"),
+           "huge.png": (_png_header(20000, 20000), "20000x20000 pixels (400.0 MP) is over the "
+                        f"limit of {MAX_IMAGE_PIXELS:,} pixels")}
+  for name, (data, _) in files.items():
+    with open(os.path.join(folder, name), "wb") as f:
+      f.write(data)
+  return {name: expected for name, (_, expected) in files.items()}
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +204,40 @@ def test_jpeg_decoded_as_the_pipeline_and_turned_upright(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello")
     load_image(str(bad))
+
+
+def test_a_folder_as_users_leave_it(run_dir, tmp_path):
+  """One result per file: the good JPEG and PNG predicted, each bad file an error naming
+  it and why, a huge image refused from its header (never decoded)."""
+  expected = write_problem_images(tmp_path / "images")
+  results = predict(PredictConfig(run_dir, (str(tmp_path / "images"),), batch_size=4))
+  assert [os.path.basename(r["file"]) for r in results] == sorted(expected)
+  for result in results:
+    fragment = expected[os.path.basename(result["file"])]
+    if fragment is None:
+      assert result["status"] == "ok" and result["label"] in ("female", "male"), result
+    else:
+      assert result["status"] == "error", result
+      assert result["message"].startswith(result["file"] + ": ") and fragment in result["message"]
+
+
+def test_image_size_is_checked_from_the_header_before_decoding(tmp_path):
+  path = tmp_path / "face.jpg"
+  cv2.imwrite(str(path), np.zeros((60, 50, 3), np.uint8))
+  assert load_image(str(path), max_pixels=3000).shape == (60, 50, 3)
+  with pytest.raises(ValueError, match=r"face.jpg: 50x60 pixels \(0.0 MP\) is over the limit "
+                                       r"of 2,999 pixels"):
+    load_image(str(path), max_pixels=2999)
+  # BMP and others: the size comes from Pillow's header parse, with Pillow's own
+  # decompression-bomb warning silenced (the limit is ours) or its error passed on.
+  (tmp_path / "big.bmp").write_bytes(_bmp_header(10000, 10000))
+  with pytest.raises(ValueError, match="10000x10000 pixels"):
+    load_image(str(tmp_path / "big.bmp"))
+  (tmp_path / "bomb.bmp").write_bytes(_bmp_header(20000, 20000))
+  with pytest.raises(ValueError, match="bomb.bmp: too large to decode .*400000000 pixels"):
+    load_image(str(tmp_path / "bomb.bmp"))
+  with pytest.raises(ValueError, match="max_image_pixels"):
+    PredictConfig("run", ("x.jpg",), max_image_pixels=0).validate()
 
 
 def _config(data_dir, task="attribute", attribute="Male", num_outputs=1):
