@@ -2,6 +2,9 @@
 
   python -m launch.evaluate --model_dir=runs/male --data_dir=shards/celeba --split=test \
       [--checkpoint=best|latest|PATH] [--output_json=report.json] [--batch_size=64] [--flip_tta]
+
+A model_dir that is not a run (no config.json) or has no such checkpoint, a data_dir
+without shards, or an unknown split: one line on stderr naming it, exit code 2.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from engine.eval.evaluate import EvalConfig, evaluate
+from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory (required).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shard directory (default: the run's "
@@ -24,7 +28,7 @@ _FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits wit
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required")
   evaluate(EvalConfig(model_dir=_MODEL_DIR.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
@@ -33,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main, user_errors=(OSError, ValueError))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
 from absl import flags
 
 from engine.data.augment import AugmentConfig
 from engine.data.pipeline import InputConfig
 from engine.models.config import ModelConfig
 from engine.train.config import ExperimentConfig, TrainConfig
+from engine.train.precision import cpu_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -112,6 +114,32 @@ def experiment_config_from_flags() -> ExperimentConfig:
                       batch_norm=F.batch_norm, bn_momentum=F.bn_momentum).validate()
   _check_names(model)
   return ExperimentConfig(input=input_config, model=model, train=train, eval_split=F.eval_split)
+
+
+# CPU features that run float16 math natively (Sapphire Rapids and later); elsewhere
+# TensorFlow emulates every float16 op on the CPU, far slower than float32.
+_CPU_FP16_FLAGS = ("avx512_fp16", "amx_fp16")
+
+
+def check_machine(train: TrainConfig) -> None:
+  """Refuses settings this machine cannot honour (lists its physical devices).
+
+  TrainConfig.validate() checks what contradicts itself on any machine; these depend on
+  whether there is a GPU.
+
+  Raises:
+    ValueError: naming the flag and what to use instead.
+  """
+  if tf.config.list_physical_devices("GPU"):
+    return
+  if train.precision == "mixed_float16" and not cpu_flags() & set(_CPU_FP16_FLAGS):
+    raise ValueError("--precision=mixed_float16 needs a GPU or a CPU with native float16 "
+                     "(AVX512_FP16/AMX_FP16); this machine has neither, so every float16 op "
+                     "would be emulated: use --precision=auto (mixed_bfloat16 or float32 here)")
+  if train.strategy == "mirrored" and train.cpu_devices < 2:
+    raise ValueError(f"--strategy=mirrored without a GPU mirrors over logical CPU devices: "
+                     f"--cpu_devices={train.cpu_devices} gives one replica; set "
+                     f"--cpu_devices=2 or more, or use --strategy=one_device")
 
 
 def _int_flag(name: str, value: str) -> int:

@@ -5,7 +5,8 @@
 
 The artifact loads without this package (keras.saving.load_model, tf.saved_model.load,
 the TFLite interpreter) and takes RGB pixels in [0, 255]; `<artifact>.labels.json`
-beside it names the classes. Prints the artifact's path.
+beside it names the classes. Prints the artifact's path. A model_dir that is not a run
+or has no such checkpoint: one line on stderr naming it, exit code 2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from engine.eval.export import FORMATS, export
+from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
 _FORMAT = flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.")
@@ -30,4 +32,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main, user_errors=(OSError, ValueError))

@@ -1,20 +1,23 @@
 """Predicts labels for images with a trained run.
 
   python -m launch.predict --model_dir=DIR IMAGE_OR_FOLDER... [--output=preds.csv]
-      [--detect_faces] [--checkpoint=best] [--batch_size=32]
+      [--detect_faces] [--checkpoint=best] [--batch_size=32] [--max_image_pixels=80000000]
 
-Prints one line per image (file, label, confidence); a file that cannot be read gets an
-ERROR line and the others are still predicted; the exit code is 1 if any file failed.
-With --detect_faces each photo is first aligned to CelebA's crop framing (mtcnn from
-the `faces` extra, else OpenCV's Haar cascade); an image without a face gets a NO_FACE
-line, which is a result, not a failure.
+Prints one line per image (file, label, confidence). A file that cannot be read (empty,
+truncated, not an image, or over --max_image_pixels by its header, which is checked
+before decoding) gets an ERROR line naming why, the others are still predicted, and the
+exit code is 1. With --detect_faces each photo is first aligned to CelebA's crop framing
+(mtcnn from the `faces` extra, else OpenCV's Haar cascade); an image without a face gets
+a NO_FACE line, which is a result, not a failure. A model_dir that is not a run or has
+no such checkpoint: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from engine.eval.predict import PredictConfig, predict
+from engine.eval.predict import MAX_IMAGE_PIXELS, PredictConfig, predict
+from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to this .csv or .json.")
@@ -23,6 +26,9 @@ _DETECT_FACES = flags.DEFINE_bool("detect_faces", False,
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
                                   "best | latest | a .weights.h5 file or checkpoint prefix.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+_MAX_IMAGE_PIXELS = flags.DEFINE_integer(
+    "max_image_pixels", MAX_IMAGE_PIXELS, "Larger images (width x height, read from the "
+    "file's header) are refused before decoding.")
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +39,8 @@ def main(argv: list[str]) -> int:
     raise app.UsageError("give one or more image files or folders")
   results = predict(PredictConfig(
       model_dir=_MODEL_DIR.value, inputs=inputs, checkpoint=_CHECKPOINT.value,
-      batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, detect_faces=_DETECT_FACES.value))
+      batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, detect_faces=_DETECT_FACES.value,
+      max_image_pixels=_MAX_IMAGE_PIXELS.value))
   for result in results:
     if result["status"] == "ok":
       print(f"{result['file']}\t{result['label']}\t{result['confidence']:.4f}")
@@ -46,4 +53,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main, user_errors=(OSError, ValueError))

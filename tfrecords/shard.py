@@ -3,16 +3,21 @@
   python -m tfrecords.shard --source=celeba --data_dir=~/celeba --output_dir=shards/celeba
   python -m tfrecords.shard --source=folder --data_dir=~/gender --output_dir=shards/gender \
       --image_size=128,128 --max_examples=5000 --balance_by=label
+
+A mistake in the flags (unknown or contradictory, a --data_dir that does not exist) is one
+line on stderr and exit code 2; bad input data (a corrupt image, a malformed attribute
+row) is one line naming the file, and exit code 1.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from engine.data.sharding import ShardConfig, ShardingError, shard_dataset
+from launch import usage
 
 _SOURCE = flags.DEFINE_enum("source", "celeba", ["celeba", "folder"], "Input format.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Source directory.")
@@ -35,6 +40,8 @@ _ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", "error", ["error", "skip"],
 def _config() -> ShardConfig:
   if not _DATA_DIR.value or not _OUTPUT_DIR.value:
     raise app.UsageError("--data_dir and --output_dir are required")
+  if not os.path.isdir(_DATA_DIR.value):
+    raise app.UsageError(f"--data_dir={_DATA_DIR.value}: no such directory")
   try:
     size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
   except ValueError:
@@ -49,12 +56,16 @@ def _config() -> ShardConfig:
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    manifest = shard_dataset(_config())
-  except (ShardingError, ValueError) as e:
-    logging.error("%s", e)
-    sys.exit(1)
+    config = _config().validate()
+  except ShardingError as e:  # contradictory or out-of-range options
+    usage.fail(e)
+  try:
+    manifest = shard_dataset(config)
+  except (ShardingError, ValueError) as e:  # the data: the message names the file
+    usage.fail(e, exit_code=1)
   counts = {split: info["num_examples"] for split, info in manifest["splits"].items()}
   print(json.dumps({"output_dir": _OUTPUT_DIR.value, "splits": counts,
                     "skipped": len(manifest["skipped"]), "throughput": manifest["throughput"]},
@@ -62,4 +73,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.engine.eval.test_predict import write_images, write_run_dir
+from tests.engine.eval.test_predict import write_images, write_problem_images, write_run_dir
+from tests.launch.test_usage import assert_one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,9 +50,32 @@ def test_predict_prints_each_image_and_fails_on_a_bad_file(run_dir, tmp_path):
     assert [r["status"] for r in json.load(f)] == ["ok"] * 4
 
 
+def test_predict_on_a_folder_as_users_leave_it(run_dir, tmp_path):
+  """A truncated JPEG, an empty file, a text file named .jpg and 20000x20000 images beside
+  a good JPEG and PNG: a row per file, the bad ones naming why, the good ones predicted,
+  exit code 1 (and no 1.2 GB decode: the size is read from the header first)."""
+  expected = write_problem_images(tmp_path / "images")
+  output = tmp_path / "preds.csv"
+  result = _run("launch.predict", f"--model_dir={run_dir}", str(tmp_path / "images"),
+                f"--output={output}")
+  assert result.returncode == 1, result.stderr[-3000:]
+  rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+  assert [os.path.basename(row[0]) for row in rows] == sorted(expected)
+  for path, label, value in rows:
+    fragment = expected[os.path.basename(path)]
+    if fragment is None:
+      assert label in ("female", "male") and 0.5 <= float(value) <= 1.0
+    else:
+      assert label == "ERROR" and value.startswith(f"{path}: ") and fragment in value, value
+  assert result.stdout.splitlines()[-1] == f"5 of {len(expected)} files failed"
+  with open(output) as f:
+    statuses = [row["status"] for row in csv.DictReader(f)]
+  assert statuses.count("ok") == 2 and statuses.count("error") == 5
+
+
 def test_predict_without_images_is_a_usage_error(run_dir):
   result = _run("launch.predict", f"--model_dir={run_dir}")
-  assert result.returncode != 0 and "give one or more image files" in result.stderr
+  assert_one_line_error(result, "launch.predict", "give one or more image files")
 
 
 @pytest.mark.slow
@@ -65,4 +89,4 @@ def test_export_prints_the_artifact(run_dir, tmp_path):
   with open(output + ".labels.json") as f:
     assert json.load(f)["class_names"] == ["female", "male"]
   bad = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx")
-  assert bad.returncode != 0 and "onnx" in bad.stderr
+  assert_one_line_error(bad, "launch.export", "--format=onnx")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import pytest
 from absl import flags
@@ -56,3 +57,26 @@ def test_batch_size_auto_and_bad_values(parse):
     parse()
   with pytest.raises(KeyError, match="resnet9000"):
     parse("--data_dir=/d", "--backbone=resnet9000")
+
+
+@pytest.mark.parametrize("train_flags, machine, message", [
+    (["--precision=mixed_float16"], {"gpu": False, "cpu": {"avx512_bf16"}}, "needs a GPU"),
+    (["--precision=mixed_float16"], {"gpu": False, "cpu": {"amx_fp16"}}, None),
+    (["--precision=mixed_float16"], {"gpu": True, "cpu": set()}, None),
+    (["--strategy=mirrored", "--cpu_devices=1"], {"gpu": False, "cpu": set()},
+     "--cpu_devices=2 or more"),
+    (["--strategy=mirrored"], {"gpu": False, "cpu": set()}, "--cpu_devices=0 gives one replica"),
+    (["--strategy=mirrored", "--cpu_devices=2"], {"gpu": False, "cpu": set()}, None),
+    (["--strategy=mirrored", "--cpu_devices=1"], {"gpu": True, "cpu": set()}, None),
+])
+def test_check_machine(parse, monkeypatch, train_flags, machine, message):
+  """What this machine cannot run is refused before the run starts, naming the flag."""
+  config = parse("--data_dir=/d", *train_flags)
+  monkeypatch.setattr(experiment_flags, "cpu_flags", lambda: machine["cpu"])
+  monkeypatch.setattr(experiment_flags.tf.config, "list_physical_devices",
+                      lambda kind=None: ["/physical_device:GPU:0"] if machine["gpu"] else [])
+  if message is None:
+    experiment_flags.check_machine(config.train)
+  else:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      experiment_flags.check_machine(config.train)
