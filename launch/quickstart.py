@@ -1,11 +1,14 @@
 """The embedded default job, end to end on a fresh clone with no data:
 
-  python -m launch.quickstart [--work_dir=runs/quickstart] [--epochs=3]
+  python -m launch.quickstart [--work_dir=DIR] [--num_train=1600] [--num_eval=200]
+      [any launch.train flag, e.g. --epochs=1 --backbone=tiny_resnet]
 
 synthetic CelebA-format faces (real JPEGs with a learnable gender signal) -> shards ->
-a small ResNet18 trained for a few minutes on a CPU (configs/quickstart.flags is the
-same recipe for launch.train) -> evaluation on the test split -> TensorBoard logs.
-Rerunning resumes or reuses what is already there.
+training with configs/quickstart.flags, parsed exactly as `python -m launch.train
+--flagfile=quickstart.flags` parses it (training flags given here override the recipe,
+as they would there) -> evaluation on the test split -> TensorBoard logs.
+Everything goes under the recipe's runs/quickstart/ (celeba/, shards/, model/), or under
+--work_dir. Rerunning resumes or reuses what is already there.
 """
 
 from __future__ import annotations
@@ -14,44 +17,50 @@ import os
 
 from absl import app, flags, logging
 
-from engine.data.augment import AugmentConfig
-from engine.data.pipeline import InputConfig
 from engine.data.sharding import ShardConfig, shard_dataset
 from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
-from engine.models import ModelConfig
-from engine.train.config import ExperimentConfig, TrainConfig
+from engine.eval.evaluate import EvalConfig, evaluate
+from engine.train import train
+from launch import experiment_flags, usage
 
-_WORK_DIR = flags.DEFINE_string("work_dir", "runs/quickstart", "Where data, shards and the run go.")
+RECIPE = os.path.join(experiment_flags.CONFIG_DIR, "quickstart.flags")
+FLAGS = flags.FLAGS
+
+_WORK_DIR = flags.DEFINE_string("work_dir", None, "Put the data, shards and run in "
+                                "WORK_DIR/celeba, /shards and /model instead of the recipe's "
+                                "--data_dir and --model_dir (runs/quickstart/...).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 1600, "Synthetic training faces.")
 _NUM_EVAL = flags.DEFINE_integer("num_eval", 200, "Synthetic validation and test faces, each.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs.")
-_BACKBONE = flags.DEFINE_string("backbone", "resnet18", "Backbone to train.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and the run.")
+
+
+def recipe_first(argv: list[str]) -> list[str]:
+  """The recipe, then the command line: launch.train's override order."""
+  names = {arg.split("=", 1)[0] for arg in argv[1:]}
+  if "--work_dir" in names and names & {"--data_dir", "--model_dir"}:
+    usage.fail("--work_dir sets --data_dir and --model_dir; give one or the others")
+  return experiment_flags.resolve_flagfile_args([argv[0], f"--flagfile={RECIPE}", *argv[1:]])
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  celeba_dir = os.path.join(_WORK_DIR.value, "celeba")
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _WORK_DIR.value:
+    FLAGS.data_dir = os.path.join(_WORK_DIR.value, "shards")
+    FLAGS.model_dir = os.path.join(_WORK_DIR.value, "model")
+  try:
+    config = experiment_flags.experiment_config_from_flags()
+    experiment_flags.check_machine(config.train)
+  except (ValueError, KeyError) as e:
+    usage.fail(e)
+  shards_dir, model_dir = config.input.data_dir, config.train.model_dir
+  celeba_dir = os.path.join(os.path.dirname(os.path.normpath(shards_dir)), "celeba")
   if not os.path.exists(os.path.join(celeba_dir, "list_attr_celeba.txt")):
     logging.info("writing synthetic CelebA-format faces to %s", celeba_dir)
     write_synthetic_celeba(SyntheticConfig(
-        celeba_dir, image_size=(109, 89), num_identities=200, seed=_SEED.value,
+        celeba_dir, image_size=(109, 89), num_identities=200, seed=config.train.seed,
         num_examples={"train": _NUM_TRAIN.value, "validation": _NUM_EVAL.value,
                       "test": _NUM_EVAL.value}))
-  shards_dir = os.path.join(_WORK_DIR.value, "shards")
   shard_dataset(ShardConfig("celeba", celeba_dir, shards_dir, num_shards=8))
-
-  from engine.eval.evaluate import EvalConfig, evaluate  # TensorFlow starts here
-  from engine.train import train
-  model_dir = os.path.join(_WORK_DIR.value, "model")
-  size = (64, 64)
-  config = ExperimentConfig(
-      input=InputConfig(shards_dir, image_size=size, global_batch_size=32, seed=_SEED.value,
-                        augment=AugmentConfig(flip=True, zoom=0.1, translate=0.08)),
-      model=ModelConfig(_BACKBONE.value, image_size=size),
-      train=TrainConfig(model_dir=model_dir, epochs=_EPOCHS.value, optimizer="adamw",
-                        learning_rate=2e-3, weight_decay=0.05, schedule="cosine",
-                        steps_per_loop=10, seed=_SEED.value))
   summary = train(config)
   print(f"\ntrained {summary['step']} steps ({summary['stopped_by']}); best validation "
         f"{config.train.monitor} {summary['best']['best']:.4f} at step {summary['best']['best_step']}")
@@ -61,4 +70,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main, expand_argv=recipe_first)

@@ -22,7 +22,7 @@ from tests.engine.eval.test_predict import write_run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHERS = ["launch.train", "launch.evaluate", "launch.predict", "launch.export",
-             "tfrecords.shard"]
+             "tfrecords.shard", "launch.quickstart"]
 _TF_NATIVE_LOG = re.compile(r"^([IWEF]0000 00:00:|WARNING: All log messages before absl::"
                             r"InitializeLog\(\)|To enable the following instructions:)")
 
@@ -109,6 +109,9 @@ def test_a_flagfile_nesting_a_missing_one_names_the_missing_one(tmp_path):
     ("launch.train", ["--precision=mixed_float16"], "--precision=mixed_float16 needs a GPU"),
     ("launch.train", ["--strategy=one_device", "--cpu_devices=2"], "contradicts"),
     ("launch.train", ["--epochs=0"], "set epochs or train_steps"),
+    ("launch.quickstart", ["--work_dir={tmp}/W", "--model_dir={tmp}/M"],
+     "--work_dir sets --data_dir"),
+    ("launch.quickstart", ["--work_dir={tmp}/W", "--precision=mixed_float16"], "mixed_float16"),
     ("tfrecords.shard", ["--balance_by=Male"], "balance_by needs max_examples"),
     ("tfrecords.shard", ["--image_size=a,b"], "--image_size must be H,W"),
     ("launch.export", ["--format=onnx"], "flag --format=onnx"),
