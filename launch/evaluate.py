@@ -18,10 +18,16 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shard directory (default: the run's "
                                 "config.input.data_dir).")
 _SPLIT = flags.DEFINE_string("split", "test", "The split to evaluate.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "best | latest | a .weights.h5 file | a "
-                                  "tf.train checkpoint prefix.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "best | latest | a step (1200) | a "
+                                  ".weights.h5 file | a tf.train checkpoint prefix.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Examples per step (the last is padded).")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every number here as JSON.")
+_ON_BAD_RECORD = flags.DEFINE_enum("on_bad_record", "error", ["error", "skip"],
+                                   "An unreadable record: error (names the shard and record) or "
+                                   "skip (evaluate the rest; the report says how many were left "
+                                   "out).")
+_VERIFY_SHARDS = flags.DEFINE_enum("verify_shards", "fast", ["fast", "full", "off"],
+                                   "Check the split's shards against manifest.json first.")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits with its mirror's "
                               "(default: as the run did during training).")
 
@@ -33,7 +39,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("--model_dir is required")
   evaluate(EvalConfig(model_dir=_MODEL_DIR.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
                       checkpoint=_CHECKPOINT.value, batch_size=_BATCH_SIZE.value,
-                      output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value))
+                      output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value,
+                      on_bad_record=_ON_BAD_RECORD.value, verify_shards=_VERIFY_SHARDS.value))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,12 @@ flags.DEFINE_string("cache", _I.cache, "auto | decoded | memory (encoded bytes) 
 flags.DEFINE_enum("balance", _I.balance, ["none", "resample"], "Balanced class sampling.")
 flags.DEFINE_string("tf_data_service", None, "grpc://host:port of a tf.data service dispatcher.")
 flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")
+flags.DEFINE_enum("on_bad_record", _I.on_bad_record, ["error", "skip"],
+                  "An unreadable record: error (names the shard and record) or skip (drops it "
+                  "and the rest of its shard, logged).")
+flags.DEFINE_enum("verify_shards", _I.verify_shards, ["fast", "full", "off"],
+                  "Check the shards against manifest.json before training: fast (sizes and "
+                  "each file's ends), full (SHA-256 of every byte) or off.")
 flags.DEFINE_list("crop_box", None, "top,left,height,width fractions of each image to keep "
                   "before resizing (e.g. the face in CelebA's 178x218 aligned crops).")
 # Augmentation (ImageDataGenerator's units).
@@ -107,7 +113,8 @@ def experiment_config_from_flags() -> ExperimentConfig:
       data_dir=F.data_dir, task=F.task, label_attribute=F.label_attribute, image_size=size,
       global_batch_size=batch, augment=augment, seed=train.seed, deterministic=train.deterministic,
       cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
-      crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None)
+      crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None,
+      on_bad_record=F.on_bad_record, verify_shards=F.verify_shards)
   model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
                       finetune_last_n=F.finetune_last_n, weights=F.weights,
                       weights_path=F.weights_path, dropout=F.dropout,

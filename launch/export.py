@@ -20,7 +20,7 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.
 _FORMAT = flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.")
 _OUTPUT = flags.DEFINE_string("output", None, "Artifact path (default: MODEL_DIR/export/...).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
-                                  "best | latest | a .weights.h5 file or checkpoint prefix.")
+                                  "best | latest | a step | a .weights.h5 file or checkpoint prefix.")
 
 
 def main(argv: list[str]) -> None:

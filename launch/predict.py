@@ -24,7 +24,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to thi
 _DETECT_FACES = flags.DEFINE_bool("detect_faces", False,
                                   "Detect and align the largest face to CelebA's framing first.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
-                                  "best | latest | a .weights.h5 file or checkpoint prefix.")
+                                  "best | latest | a step | a .weights.h5 file or checkpoint prefix.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
 _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     "max_image_pixels", MAX_IMAGE_PIXELS, "Larger images (width x height, read from the "

@@ -6,7 +6,11 @@ Flagfiles live in configs/ (found there by name) and nest via --flagfile=configs
 later flags override earlier ones. The resolved config goes to MODEL_DIR/config.json
 before step 0; rerunning the same command resumes from the newest checkpoint.
 A mistake in the flags (an unknown flag, a missing flagfile or shard directory, a
-combination this machine cannot run) is one line on stderr and exit code 2.
+combination this machine cannot run) is one line on stderr and exit code 2. A run that
+cannot go on (another trainer holds model_dir, model_dir holds another configuration,
+a shard differs from its manifest or holds a corrupt record, a NaN loss, a checkpoint
+that cannot be written) ends with one line naming the cause and exit code 1; its last
+checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import json
 
 from absl import app, logging
 
+from engine.data.integrity import ShardIntegrityError
 from engine.data.pipeline import read_manifest
 from engine.train import train
+from engine.train.checkpoint import CheckpointWriteError
+from engine.train.hooks import NonFiniteLossError
+from engine.train.run_dir import RunConfigMismatchError
+from engine.train.run_lock import RunLockedError
 from launch import experiment_flags, usage
 
 
@@ -37,4 +46,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  usage.run(main, expand_argv=experiment_flags.resolve_flagfile_args)
+  usage.run(main, expand_argv=experiment_flags.resolve_flagfile_args,
+            run_errors=(RunLockedError, RunConfigMismatchError, ShardIntegrityError,
+                        NonFiniteLossError, CheckpointWriteError))

@@ -15,6 +15,10 @@ _RESUMABLE_CHANGES = {"train.epochs", "train.train_steps", "train.log_every", "t
                       "train.keep_checkpoints", "input.tf_data_service", "input.verify_shards"}
 
 
+class RunConfigMismatchError(ValueError):
+  """model_dir holds a run made with another configuration; names what differs."""
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
   out = {}
   for key, value in d.items():
@@ -30,7 +34,7 @@ def prepare_run_dir(config: ExperimentConfig, chief: bool) -> None:
   """Creates model_dir and writes config.json, or checks it against an existing run.
 
   Raises:
-    ValueError: model_dir holds a run made with a different configuration (resuming it
+    RunConfigMismatchError: model_dir holds a run made with a different configuration (resuming it
       with other settings would silently mix two experiments).
   """
   model_dir = config.train.model_dir
@@ -45,7 +49,7 @@ def prepare_run_dir(config: ExperimentConfig, chief: bool) -> None:
                      if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
       details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
-      raise ValueError(f"{path}: this directory holds a run with a different configuration "
+      raise RunConfigMismatchError(f"{path}: this directory holds a run with a different configuration "
                        f"({details}); use a new --model_dir or the original flags")
     logging.info("%s: existing run, resuming", model_dir)
   if chief:
