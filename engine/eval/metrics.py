@@ -1,16 +1,18 @@
-"""Evaluation metrics over collected predictions: plain numpy, no TensorFlow.
+"""Evaluation metrics over collected predictions: scikit-learn and numpy, no TensorFlow.
 
 Everything here takes whole-split arrays (labels, probabilities, an optional padding
 mask) and returns JSON-ready dicts of Python numbers, so a report can be computed,
-saved and compared without a framework in the loop.
+saved and compared without a framework in the loop. The counting (precision, recall,
+F1, AUC, confusion matrix, top-k) is scikit-learn's; what stays here is the report's
+shape and our conventions (masks, the clipped log loss, which classes are averaged).
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import cv2
 import numpy as np
+from sklearn import metrics as skm
 
 # Keras' epsilon: log(p) is clipped so one confident mistake cannot make the loss inf.
 LOG_EPSILON = 1e-7
@@ -30,10 +32,10 @@ def _kept(mask: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def roc_auc(binary_labels: np.ndarray, scores: np.ndarray) -> float | None:
-  """Exact area under the ROC curve via the Mann-Whitney rank statistic.
+  """Area under the ROC curve (scikit-learn's `roc_auc_score`), None where undefined.
 
-  Tied scores get their average rank, so a tie between a positive and a negative counts
-  one half (the area under the ROC curve's diagonal segment through the tie).
+  A tie between a positive and a negative counts one half (the area under the ROC
+  curve's diagonal segment through the tie).
 
   Args:
     binary_labels: [N] truthy for positives.
@@ -43,37 +45,21 @@ def roc_auc(binary_labels: np.ndarray, scores: np.ndarray) -> float | None:
     The AUC in [0, 1], or None when the labels hold only one class.
   """
   positive = np.asarray(binary_labels).reshape(-1).astype(bool)
-  scores = np.asarray(scores, np.float64).reshape(-1)
-  num_pos = int(positive.sum())
-  num_neg = positive.size - num_pos
-  if not num_pos or not num_neg:
+  if positive.all() or not positive.any():  # sklearn would warn and return nan
     return None
-  order = np.argsort(scores, kind="mergesort")
-  ordered = scores[order]
-  is_start = np.r_[True, ordered[1:] != ordered[:-1]]
-  starts = np.flatnonzero(is_start)
-  ends = np.r_[starts[1:], ordered.size]
-  # 1-based ranks start+1 .. end share their mean.
-  group_rank = (starts + 1 + ends) / 2.0
-  ranks = np.empty(ordered.size)
-  ranks[order] = group_rank[np.cumsum(is_start) - 1]
-  u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2.0
-  return float(u / (num_pos * num_neg))
+  return float(skm.roc_auc_score(positive, np.asarray(scores, np.float64).reshape(-1)))
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-  numerator = np.asarray(numerator, np.float64)
-  denominator = np.asarray(denominator, np.float64)
-  out = np.zeros_like(numerator)
-  np.divide(numerator, denominator, out=out, where=denominator > 0)
+def _averages(labels: np.ndarray, predictions: np.ndarray) -> dict:
+  """sklearn's macro and weighted averages. Without `labels=`, sklearn averages over the
+  classes present in the labels or the predictions, so absent classes do not count."""
+  out = {}
+  for average in ("macro", "weighted"):
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, predictions, average=average, zero_division=0.0)
+    out[f"{average}_avg"] = {"precision": float(precision), "recall": float(recall),
+                             "f1": float(f1), "support": int(labels.size)}
   return out
-
-
-def _precision_recall_f1(tp, predicted, support):
-  precision = _safe_divide(tp, predicted)
-  recall = _safe_divide(tp, support)
-  f1 = _safe_divide(2 * precision * recall, precision + recall)
-  return precision, recall, f1
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
@@ -121,45 +107,37 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
     raise ValueError(f"labels must be in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")
 
   predictions = probs.argmax(axis=1)
-  correct = predictions == labels
-  support = np.bincount(labels, minlength=num_classes)
-  predicted = np.bincount(predictions, minlength=num_classes)
-  tp = np.bincount(labels[correct], minlength=num_classes)
-  precision, recall, f1 = _precision_recall_f1(tp, predicted, support)
+  every_class = np.arange(num_classes)
+  precision, recall, f1, support = skm.precision_recall_fscore_support(
+      labels, predictions, labels=every_class, zero_division=0.0)
   true_probs = probs[np.arange(labels.size), labels]
-  present = (support > 0) | (predicted > 0)
-  weights = support / support.sum()
 
   result = {
       "num_examples": int(labels.size),
-      "accuracy": float(correct.mean()),
+      "accuracy": float(skm.accuracy_score(labels, predictions)),
+      # Keras' clipping, not sklearn's log_loss (which clips at float eps, or not at all).
       "loss": float(-np.log(np.clip(true_probs, LOG_EPSILON, 1.0)).mean()),
       "per_class": {
           str(name): {"precision": float(precision[c]), "recall": float(recall[c]),
                       "f1": float(f1[c]), "support": int(support[c])}
           for c, name in enumerate(class_names)},
-      "macro_avg": {"precision": float(precision[present].mean()),
-                    "recall": float(recall[present].mean()),
-                    "f1": float(f1[present].mean()), "support": int(labels.size)},
-      "weighted_avg": {"precision": float(weights @ precision), "recall": float(weights @ recall),
-                       "f1": float(weights @ f1), "support": int(labels.size)},
+      **_averages(labels, predictions),
   }
   result["f1_macro"] = result["macro_avg"]["f1"]
   result["confusion_matrix"] = None
   result["roc_auc"] = None
   if num_classes <= max_confusion_classes:
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    result["confusion_matrix"] = matrix.tolist()
+    result["confusion_matrix"] = skm.confusion_matrix(
+        labels, predictions, labels=every_class).tolist()
     if num_classes == 2:
       result["roc_auc"] = roc_auc(labels == 1, probs[:, 1])
-    else:
+    else:  # sklearn's multi_class="ovr" refuses a split missing a class: skip those instead
       aucs = [roc_auc(labels == c, probs[:, c]) for c in range(num_classes)]
       aucs = [a for a in aucs if a is not None]
       result["roc_auc"] = float(np.mean(aucs)) if aucs else None
   if num_classes > 5:
-    top5 = np.argpartition(-probs, 5, axis=1)[:, :5]
-    result["top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())
+    result["top5_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=5,
+                                                             labels=every_class))
   return result
 
 
@@ -192,8 +170,8 @@ def multilabel_metrics(labels01: np.ndarray, probs: np.ndarray, names: Sequence[
     raise ValueError("no examples left after masking")
   predicted = probs >= threshold
   correct = predicted == labels01
-  tp = (predicted & labels01).sum(axis=0)
-  precision, recall, f1 = _precision_recall_f1(tp, predicted.sum(axis=0), labels01.sum(axis=0))
+  precision, recall, f1, _ = skm.precision_recall_fscore_support(
+      labels01, predicted, average=None, zero_division=0.0)
   clipped = np.clip(probs, LOG_EPSILON, 1.0 - LOG_EPSILON)
   bce = -(labels01 * np.log(clipped) + ~labels01 * np.log(1.0 - clipped))
   per_attribute = {}
@@ -211,7 +189,7 @@ def multilabel_metrics(labels01: np.ndarray, probs: np.ndarray, names: Sequence[
       "mean_accuracy": float(correct.mean()),
       "mean_f1": float(f1.mean()),
       "mean_roc_auc": float(np.mean(aucs)) if aucs else None,
-      "exact_match": float(correct.all(axis=1).mean()),
+      "exact_match": float(skm.accuracy_score(labels01, predicted)),  # subset accuracy
   }
 
 
@@ -256,90 +234,70 @@ def sliced_error(correct: np.ndarray, attributes: Mapping[str, np.ndarray],
   return result
 
 
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_FONT_SCALE = 0.45
-_LIGHT = np.array([247, 251, 255], np.float64)  # RGB ends of the colour ramp
-_DARK = np.array([8, 48, 107], np.float64)
+# Up to this many classes the cells show their counts, and up to MAX_NAMED_CLASSES the
+# axes the class names; above, colours only. matplotlib lays out each text for ~0.3 ms:
+# counts in 30 x 30 cells would cost ~0.5 s at every validation, 100 x 100 seconds.
+MAX_COUNTED_CLASSES = 12
+MAX_NAMED_CLASSES = 40
+_CELL_INCHES = 0.6       # one cell while labelled; a larger matrix shrinks to _MAX_SIDE_INCHES
+_MAX_SIDE_INCHES = 12.0
+_DPI = 100
 
 
-def _text_size(text: str) -> tuple[int, int]:
-  (width, height), baseline = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
-  return width, height + baseline
+def _fit(text: str, max_chars: int) -> str:
+  """Truncates text to max_chars characters, the last two being '..'."""
+  return text if len(text) <= max_chars else text[:max_chars - 2] + ".."
 
 
-def _fit(text: str, max_width: int) -> str:
-  """Truncates text (with '..') until it is at most max_width pixels wide."""
-  if _text_size(text)[0] <= max_width:
-    return text
-  while len(text) > 1 and _text_size(text + "..")[0] > max_width:
-    text = text[:-1]
-  return text + ".."
-
-
-def _text_image(text: str, color=(0, 0, 0)) -> np.ndarray:
-  """White RGB strip holding `text`, for pasting (rotated) into a larger image."""
-  width, height = _text_size(text)
-  strip = np.full((height + 4, width + 4, 3), 255, np.uint8)
-  cv2.putText(strip, text, (2, height - 2), _FONT, _FONT_SCALE, color, 1, cv2.LINE_AA)
-  return strip
-
-
-def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
-  h = min(patch.shape[0], canvas.shape[0] - top)
-  w = min(patch.shape[1], canvas.shape[1] - left)
-  canvas[top:top + h, left:left + w] = patch[:h, :w]
-
-
-def confusion_matrix_image(cm, class_names: Sequence[str], max_label_px: int = 140
+def confusion_matrix_image(cm, class_names: Sequence[str], max_label_chars: int = 20
                            ) -> np.ndarray:
-  """Renders a confusion matrix as an RGB heatmap with counts and class names.
+  """Draws a confusion matrix with matplotlib (the Agg canvas: no display, no pyplot).
 
-  Rows are true classes (names on the left), columns predictions (names on top, rotated).
-  Colour is the row-normalised rate, so each row reads as that class's recall spread.
+  Rows are true classes, columns predictions. Colour is the row-normalised rate, so
+  each row reads as that class's recall spread. Cells show the counts up to
+  MAX_COUNTED_CLASSES classes, the axes the names up to MAX_NAMED_CLASSES.
 
   Args:
     cm: [C, C] counts, [true][pred].
     class_names: C names.
-    max_label_px: longer names are truncated to this many pixels.
+    max_label_chars: longer names are truncated to this many characters.
 
   Returns:
     uint8 [H, W, 3] RGB (cv2.imwrite wants BGR: convert first).
   """
+  # Imported here: matplotlib costs ~0.3 s to import, and only drawing needs it.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   cm = np.asarray(cm, np.int64)
   num_classes = cm.shape[0]
   if cm.shape != (num_classes, num_classes) or len(class_names) != num_classes:
     raise ValueError(f"need a [C, C] matrix and C names; got {cm.shape}, {len(class_names)} names")
-  names = [_fit(str(n), max_label_px) for n in class_names]
-  cell = max(40, max(_text_size(str(v))[0] for v in cm.flat) + 12)
-  label_px = max(_text_size(n)[0] for n in names) + 12
-  axis_px = _text_size("predicted")[1] + 10
-  top, left, pad = axis_px + label_px, axis_px + label_px, 10
-  image = np.full((top + num_classes * cell + pad, left + num_classes * cell + pad, 3), 255,
-                  np.uint8)
-
   rows = cm.sum(axis=1, keepdims=True)
   rates = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
-  for t in range(num_classes):
-    for p in range(num_classes):
-      y, x = top + t * cell, left + p * cell
-      color = tuple(int(c) for c in np.round(_LIGHT + rates[t, p] * (_DARK - _LIGHT)))
-      cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), color, thickness=-1)
-      cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), (200, 200, 200), thickness=1)
-      text = str(cm[t, p])
-      width, height = _text_size(text)
-      ink = (255, 255, 255) if rates[t, p] > 0.5 else (0, 0, 0)
-      cv2.putText(image, text, (x + (cell - width) // 2, y + (cell + height) // 2 - 3), _FONT,
-                  _FONT_SCALE, ink, 1, cv2.LINE_AA)
-
-  for c, name in enumerate(names):
-    row_label = _text_image(name)
-    _paste(image, row_label, top + c * cell + (cell - row_label.shape[0]) // 2,
-           left - row_label.shape[1] - 4)
-    column_label = np.rot90(_text_image(name))  # reads bottom to top
-    _paste(image, column_label, top - column_label.shape[0] - 4,
-           left + c * cell + (cell - column_label.shape[1]) // 2)
-  title = _text_image("predicted")
-  _paste(image, title, 2, left + (num_classes * cell - title.shape[1]) // 2)
-  side = np.rot90(_text_image("true"))
-  _paste(image, side, top + (num_classes * cell - side.shape[0]) // 2, 2)
-  return image
+  counted, named = num_classes <= MAX_COUNTED_CLASSES, num_classes <= MAX_NAMED_CLASSES
+  names = [_fit(str(n), max_label_chars) for n in class_names]
+  # Margins from the longest name (~0.09 inch a character at 10 pt), not a layout engine:
+  # matplotlib's constrained layout measures every text again and doubles the time.
+  margin_inches = 0.5 + (0.09 * max(len(n) for n in names) if named else 0.0)
+  matrix_inches = min(num_classes * _CELL_INCHES, _MAX_SIDE_INCHES)
+  side = matrix_inches + margin_inches + 0.15
+  figure = Figure(figsize=(side, side), dpi=_DPI)
+  figure.subplots_adjust(left=margin_inches / side, bottom=margin_inches / side,
+                         right=1 - 0.15 / side, top=1 - 0.15 / side)
+  canvas = FigureCanvasAgg(figure)
+  axes = figure.add_subplot()
+  # Not sklearn's ConfusionMatrixDisplay: it colours by the numbers it prints (we colour by
+  # rate, print counts) and makes a tick per class even where no name fits (0.3 s at 100).
+  axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+  if counted:
+    for (t, p), count in np.ndenumerate(cm):
+      axes.text(p, t, str(count), ha="center", va="center",
+                color="white" if rates[t, p] > 0.5 else "black")
+  every_class = np.arange(num_classes)
+  axes.set_xticks(every_class if named else [], names if named else [], rotation="vertical")
+  axes.set_yticks(every_class if named else [], names if named else [])
+  axes.set_xlabel("predicted")
+  axes.set_ylabel("true")
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()

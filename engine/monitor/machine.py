@@ -19,11 +19,15 @@ _CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512
                  "amx_tile", "amx_bf16", "amx_int8")
 
 
-def _cpuinfo() -> dict[str, str]:
-  """The first processor's fields from /proc/cpuinfo ({} where it does not exist)."""
+def cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+  """The first processor's fields from /proc/cpuinfo ({} where it does not exist).
+
+  The one reader of that file: `cpu_flags` (precision choices) and `machine_description`
+  (benchmark reports) both go through it.
+  """
   fields: dict[str, str] = {}
   try:
-    with open("/proc/cpuinfo") as f:
+    with open(path) as f:
       for line in f:
         if not line.strip():
           break  # the first processor's block ends at a blank line
@@ -32,6 +36,11 @@ def _cpuinfo() -> dict[str, str]:
   except OSError:
     pass
   return fields
+
+
+def cpu_flags() -> set[str]:
+  """The CPU feature flags (avx2, avx512_bf16, amx_bf16, ...); empty where unknown."""
+  return set(cpuinfo().get("flags", "").split())
 
 
 def usable_cores() -> int:
@@ -62,11 +71,11 @@ def gpu_names() -> tuple[list[str], str, str | None]:
 
 def machine_description() -> dict[str, Any]:
   """CPU model and cores, RAM, GPUs, and the software versions that shape the numbers."""
-  cpuinfo = _cpuinfo()
-  flags = set(cpuinfo.get("flags", "").split())
+  fields = cpuinfo()
+  flags = cpu_flags()
   gpus, gpu_source, nvml_reason = gpu_names()
   return {
-      "cpu": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+      "cpu": fields.get("model name") or platform.processor() or platform.machine(),
       "cores": os.cpu_count(),
       "physical_cores": psutil.cpu_count(logical=False),
       "usable_cores": usable_cores(),

@@ -105,3 +105,61 @@ def test_confusion_matrix_image():
   assert (image < 128).any()  # dark cells and text were drawn
   with pytest.raises(ValueError):
     metrics.confusion_matrix_image([[1, 2]], ["a"])
+
+
+def _random_multiclass(num_examples=300, num_classes=4, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, num_examples)
+  logits = rng.normal(size=(num_examples, num_classes)) + 1.5 * np.eye(num_classes)[labels]
+  probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  return labels, probs
+
+
+def test_classification_report_matches_sklearn():
+  """Our report's numbers are sklearn's; ours only in shape, the mask and the clipped loss."""
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  labels, probs = _random_multiclass()
+  names = ["a", "b", "c", "d"]
+  m = metrics.classification_metrics(labels, probs, names)
+  report = skm.classification_report(labels, probs.argmax(axis=1), target_names=names,
+                                     output_dict=True, zero_division=0.0)
+  for name in names:
+    assert m["per_class"][name] == pytest.approx(
+        {k: report[name][k if k != "f1" else "f1-score"] for k in m["per_class"][name]})
+  for ours, theirs in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+    assert m[ours] == pytest.approx({k: report[theirs][k if k != "f1" else "f1-score"]
+                                     for k in m[ours]})
+  assert m["accuracy"] == pytest.approx(report["accuracy"])
+  assert m["loss"] == pytest.approx(skm.log_loss(labels, probs))  # no probability near 0
+  assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, probs, multi_class="ovr"))
+  assert m["confusion_matrix"] == skm.confusion_matrix(labels, probs.argmax(axis=1)).tolist()
+
+
+def test_top5_matches_sklearn():
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  labels, probs = _random_multiclass(num_classes=9, seed=1)
+  m = metrics.classification_metrics(labels, probs, list("abcdefghi"))
+  assert m["top5_accuracy"] == pytest.approx(skm.top_k_accuracy_score(labels, probs, k=5))
+
+
+def test_loss_clips_like_keras_where_sklearn_does_not():
+  """A certain mistake costs -log(1e-7) (Keras' epsilon), not infinity or float eps."""
+  m = metrics.classification_metrics([1, 0], [[1.0, 0.0], [1.0, 0.0]], ["no", "yes"])
+  assert m["loss"] == pytest.approx(-np.log(1e-7) / 2)
+
+
+def test_multilabel_matches_sklearn():
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  labels = rng.integers(0, 2, (200, 3))
+  probs = np.clip(0.35 * labels + rng.uniform(0.0, 0.65, labels.shape), 0.01, 0.99)
+  m = metrics.multilabel_metrics(labels, probs, ["x", "y", "z"])
+  predicted = probs >= 0.5
+  for a, name in enumerate("xyz"):
+    stats = m["per_attribute"][name]
+    assert stats["f1"] == pytest.approx(skm.f1_score(labels[:, a], predicted[:, a]))
+    assert stats["precision"] == pytest.approx(skm.precision_score(labels[:, a], predicted[:, a]))
+    assert stats["roc_auc"] == pytest.approx(skm.roc_auc_score(labels[:, a], probs[:, a]))
+  assert m["exact_match"] == pytest.approx(skm.accuracy_score(labels, predicted))
+  per_column = [skm.log_loss(labels[:, a], probs[:, a]) for a in range(3)]
+  assert m["loss"] == pytest.approx(np.mean(per_column))
