@@ -86,7 +86,9 @@ def table_rows(ranking: dict, limit: int | None = None) -> list[list[str]]:
   for r in ranking["ranked"][:limit]:
     rows.append([r["slice"], _percent(r["error"]),
                  f"{_percent(r['ci_low'])}-{_percent(r['ci_high'])}", str(r["count"]),
-                 f"{100 * r['gap']:+.1f}" + (" *" if r["ci_excludes_overall"] else "")])
+                 # + 0.0: a gap that rounds to zero reads +0.0, not -0.0
+                 f"{round(100 * r['gap'], 1) + 0.0:+.1f}"
+                 + (" *" if r["ci_excludes_overall"] else "")])
   return rows
 
 

@@ -73,3 +73,9 @@ def test_report_formats():
   assert scalars["fairness/largest_gap"] == pytest.approx(0.2)
   assert scalars["fairness/slices_excluding_overall"] == 2  # Eyeglasses=1 and =0
   assert scalars["slice_gap/Eyeglasses=0"] == pytest.approx(-0.05)
+
+
+def test_a_gap_that_rounds_to_zero_has_no_minus_sign():
+  row = {"slice": "Eyeglasses=0", "error": 0.04, "ci_low": 0.02, "ci_high": 0.06, "count": 455,
+         "gap": -0.0001, "ci_excludes_overall": False}
+  assert fairness.table_rows({"ranked": [row]})[0][-1] == "+0.0"
