@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import os
 
-import tensorflow as tf
 from absl import flags
 
-from engine.data.augment import AugmentConfig
-from engine.data.pipeline import InputConfig
-from engine.models.config import ModelConfig
-from engine.train.config import ExperimentConfig, TrainConfig
-from engine.train.precision import cpu_flags
+from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -25,8 +20,8 @@ F = flags.FLAGS
 
 # Input.
 flags.DEFINE_string("data_dir", None, "Shard directory (python -m tfrecords.shard writes it).")
-flags.DEFINE_enum("task", _I.task, ["attribute", "identity", "attributes"],
-                  "attribute: one binary attribute; identity: multi-class; attributes: multi-label.")
+flags.DEFINE_string("task", _I.task, "What to learn (engine/tasks.py): attribute (one binary "
+                    "attribute), identity (multi-class), attributes (multi-label).")
 flags.DEFINE_string("label_attribute", _I.label_attribute, "Attribute for task=attribute.")
 flags.DEFINE_integer("image_size", _I.image_size[0], "Square input size in pixels.")
 flags.DEFINE_string("batch_size", str(_I.global_batch_size),
@@ -119,34 +114,8 @@ def experiment_config_from_flags() -> ExperimentConfig:
                       finetune_last_n=F.finetune_last_n, weights=F.weights,
                       weights_path=F.weights_path, dropout=F.dropout,
                       batch_norm=F.batch_norm, bn_momentum=F.bn_momentum).validate()
-  _check_names(model)
-  return ExperimentConfig(input=input_config, model=model, train=train, eval_split=F.eval_split)
-
-
-# CPU features that run float16 math natively (Sapphire Rapids and later); elsewhere
-# TensorFlow emulates every float16 op on the CPU, far slower than float32.
-_CPU_FP16_FLAGS = ("avx512_fp16", "amx_fp16")
-
-
-def check_machine(train: TrainConfig) -> None:
-  """Refuses settings this machine cannot honour (lists its physical devices).
-
-  TrainConfig.validate() checks what contradicts itself on any machine; these depend on
-  whether there is a GPU.
-
-  Raises:
-    ValueError: naming the flag and what to use instead.
-  """
-  if tf.config.list_physical_devices("GPU"):
-    return
-  if train.precision == "mixed_float16" and not cpu_flags() & set(_CPU_FP16_FLAGS):
-    raise ValueError("--precision=mixed_float16 needs a GPU or a CPU with native float16 "
-                     "(AVX512_FP16/AMX_FP16); this machine has neither, so every float16 op "
-                     "would be emulated: use --precision=auto (mixed_bfloat16 or float32 here)")
-  if train.strategy == "mirrored" and train.cpu_devices < 2:
-    raise ValueError(f"--strategy=mirrored without a GPU mirrors over logical CPU devices: "
-                     f"--cpu_devices={train.cpu_devices} gives one replica; set "
-                     f"--cpu_devices=2 or more, or use --strategy=one_device")
+  return ExperimentConfig(input=input_config, model=model, train=train,
+                          eval_split=F.eval_split).validate()
 
 
 def _int_flag(name: str, value: str) -> int:
@@ -154,10 +123,3 @@ def _int_flag(name: str, value: str) -> int:
     return int(value)
   except ValueError:
     raise ValueError(f"--{name}: expected an integer, got {value!r}") from None
-
-
-def _check_names(model: ModelConfig) -> None:
-  """Unknown backbone/head names fail before any data is read (the error lists known ones)."""
-  from engine.models import BACKBONES, HEADS
-  BACKBONES.get(model.backbone)
-  HEADS.get(model.head)

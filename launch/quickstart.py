@@ -20,8 +20,9 @@ from absl import app, flags, logging
 from engine.data.sharding import ShardConfig, shard_dataset
 from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
 from engine.eval.evaluate import EvalConfig, evaluate
-from engine.train import train
+from engine.train.strategy import check_machine
 from launch import experiment_flags, usage
+from launch.train import train_or_fail
 
 RECIPE = os.path.join(experiment_flags.CONFIG_DIR, "quickstart.flags")
 FLAGS = flags.FLAGS
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> None:
     FLAGS.model_dir = os.path.join(_WORK_DIR.value, "model")
   try:
     config = experiment_flags.experiment_config_from_flags()
-    experiment_flags.check_machine(config.train)
+    check_machine(config.train)  # before any data is written
   except (ValueError, KeyError) as e:
     usage.fail(e)
   shards_dir, model_dir = config.input.data_dir, config.train.model_dir
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> None:
         num_examples={"train": _NUM_TRAIN.value, "validation": _NUM_EVAL.value,
                       "test": _NUM_EVAL.value}))
   shard_dataset(ShardConfig("celeba", celeba_dir, shards_dir, num_shards=8))
-  summary = train(config)
+  summary = train_or_fail(config)
   print(f"\ntrained {summary['step']} steps ({summary['stopped_by']}); best validation "
         f"{config.train.monitor} {summary['best']['best']:.4f} at step {summary['best']['best_step']}")
   evaluate(EvalConfig(model_dir, split="test",

@@ -19,13 +19,6 @@ import json
 
 from absl import app, logging
 
-from engine.data.integrity import ShardIntegrityError
-from engine.data.pipeline import read_manifest
-from engine.train import train
-from engine.train.checkpoint import CheckpointWriteError
-from engine.train.hooks import NonFiniteLossError
-from engine.train.run_dir import RunConfigMismatchError
-from engine.train.run_lock import RunLockedError
 from launch import experiment_flags, usage
 
 
@@ -34,18 +27,36 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     config = experiment_flags.experiment_config_from_flags()
-    read_manifest(config.input.data_dir)  # the most common first-run mistake
-    experiment_flags.check_machine(config.train)
-  except (ValueError, KeyError, FileNotFoundError) as e:
+  except (ValueError, KeyError) as e:
     usage.fail(e)
-  summary = train(config)
+  summary = train_or_fail(config)
   print(json.dumps({k: summary[k] for k in ("step", "stopped_by", "final_metrics", "best")},
                    indent=2))
   print(f"\nTensorBoard: tensorboard --logdir {config.train.model_dir}")
 
 
+def train_or_fail(config) -> dict:
+  """Trains `config`. A configuration this machine or these shards cannot run is one line
+  and exit code 2; a run that cannot go on, one line naming the cause and exit code 1."""
+  # TensorFlow starts here, after the flags are valid (--help never imports it).
+  from engine.data.manifest import ShardIntegrityError
+  from engine.config import ConfigError
+  from engine.run.checkpoint import CheckpointWriteError
+  from engine.run.lock import RunLockedError
+  from engine.run.run_dir import RunConfigMismatchError
+  from engine.train import train
+  from engine.train.hooks import NonFiniteLossError
+  from engine.train.strategy import check_machine
+  try:
+    check_machine(config.train)
+    return train(config)
+  except ConfigError as e:
+    usage.fail(e)
+  except (ShardIntegrityError, RunConfigMismatchError, RunLockedError, NonFiniteLossError,
+          CheckpointWriteError) as e:
+    usage.fail(e, usage.EXIT_FAILED)
+
+
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  usage.run(main, expand_argv=experiment_flags.resolve_flagfile_args,
-            run_errors=(RunLockedError, RunConfigMismatchError, ShardIntegrityError,
-                        NonFiniteLossError, CheckpointWriteError))
+  usage.run(main, expand_argv=experiment_flags.resolve_flagfile_args)

@@ -75,7 +75,6 @@ def parse_flags(argv: Sequence[str],
 
 def run(main: Callable[[list[str]], int | None], *,
         user_errors: tuple[type[BaseException], ...] = (),
-        run_errors: tuple[type[BaseException], ...] = (),
         expand_argv: Callable[[list[str]], list[str]] | None = None) -> None:
   """`app.run(main)`, with flag errors, `app.UsageError` and `user_errors` as one line.
 
@@ -83,8 +82,6 @@ def run(main: Callable[[list[str]], int | None], *,
     main: the entry point's main(argv); its return value is the exit code.
     user_errors: exceptions out of `main` that mean the user asked for something that
       cannot be (a missing file, a run without checkpoints): printed as one line, exit 2.
-    run_errors: exceptions that end a run for a reason the message explains in full (disk
-      full, a corrupt shard, a NaN loss, another trainer on the directory): one line, exit 1.
     expand_argv: rewrites argv before absl parses it (e.g. finds flagfiles in configs/).
   """
 
@@ -96,8 +93,5 @@ def run(main: Callable[[list[str]], int | None], *,
     except user_errors as e:
       logging.debug("%s", e, exc_info=True)
       fail(e)
-    except run_errors as e:
-      logging.debug("%s", e, exc_info=True)
-      fail(e, EXIT_FAILED)
 
   app.run(guarded_main, flags_parser=lambda argv: parse_flags(argv, expand_argv))

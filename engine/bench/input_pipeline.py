@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 import tensorflow as tf
 
 from engine.data import pipeline, schema
-from engine.data.augment import AugmentConfig
+from engine.data.manifest import read_manifest, split_files
+from engine.config import AugmentConfig, InputConfig
 from engine.data.sharding import ShardConfig, shard_dataset
 from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
 from engine.monitor.machine import machine_description
@@ -74,8 +75,8 @@ def _timed_rate(contender: _Contender, config: InputBenchConfig) -> float:
 
 
 def _encoded_images(shards_dir: str) -> list[tuple[bytes, int]]:
-  manifest = pipeline.read_manifest(shards_dir)
-  files = [os.path.join(shards_dir, s["file"]) for s in manifest["splits"]["train"]["shards"]]
+  manifest = read_manifest(shards_dir)
+  files = split_files(shards_dir, manifest, "train")
   male = schema.flat_key(schema.ATTRIBUTES, "Male")
   spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
           male: tf.io.FixedLenFeature([], tf.int64)}
@@ -91,7 +92,7 @@ def _decode_ceiling(images, config) -> tf.data.Dataset:
 
 
 def _ours(shards_dir, config, augment: AugmentConfig, cache: str) -> tf.data.Dataset:
-  return pipeline.make_dataset(pipeline.InputConfig(
+  return pipeline.make_dataset(InputConfig(
       shards_dir, image_size=config.image_size, global_batch_size=config.batch_size,
       augment=augment, cache=cache))
 

@@ -39,10 +39,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from engine.models import BACKBONES, ModelConfig, build_model
+from engine.models import BACKBONES, build_model
+from engine.config import ModelConfig
 from engine.models.flops import count_flops
 from engine.monitor import DeviceSampler, machine_description
-from engine.train.precision import resolve_precision
+from engine.precision import policy as precision_policy
+from engine.precision import resolve_precision
 
 # Registered for tests only (a few thousand parameters): not worth a default row.
 TEST_BACKBONES = ("tiny_resnet",)
@@ -213,11 +215,8 @@ def resolve_policies(precisions: tuple[str, ...]) -> tuple[list[dict[str, str]],
 def _build(name: str, size: tuple[int, int], policy: str) -> keras.Model:
   """The backbone under `policy`, with the same weights every time (seeded)."""
   keras.utils.set_random_seed(0)
-  keras.config.set_dtype_policy(policy)
-  try:
+  with precision_policy(policy):
     return build_model(ModelConfig(name, image_size=size, num_outputs=1))
-  finally:
-    keras.config.set_dtype_policy("float32")
 
 
 def _release(model: keras.Model) -> None:

@@ -12,12 +12,11 @@ import dataclasses
 import json
 import os
 
-import keras
 
 from engine.bench.latency import LatencyConfig, run_latency_benchmark
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.train import train
-from engine.train.config import ExperimentConfig
+from engine.config import ExperimentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +35,6 @@ def _row(config: RecipeTableConfig, backbone: str) -> dict:
       train=dataclasses.replace(experiment.train,
                                 model_dir=os.path.join(config.work_dir, backbone)))
   summary = train(experiment)
-  keras.config.set_dtype_policy("float32")
   report = evaluate(EvalConfig(experiment.train.model_dir, split=experiment.eval_split))
   latency = run_latency_benchmark(LatencyConfig(
       backbones=(backbone,), image_size=tuple(experiment.model.image_size),

@@ -24,12 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from engine.data import pipeline
-from engine.data.augment import AugmentConfig
-from engine.models import ModelConfig, build_model
+from engine.config import AugmentConfig, InputConfig, ModelConfig
+from engine.models import build_model
 from engine.monitor import DeviceSampler, machine_description
-from engine.train import precision as precision_lib
+from engine import precision as precision_lib
 from engine.train import strategy as strategy_lib
-from engine.train.loop import make_train_loop
+from engine.train.multistep import make_train_loop
+from engine.tasks import TASKS
 from engine.train.task import TaskSpec, make_train_step
 
 # tf_keras.applications constructors by our backbone name.
@@ -65,15 +66,13 @@ def _batch(config: ThroughputConfig):
 def _ours(name: str, batch_norm: str, config: ThroughputConfig, policy: str, use_jit: bool,
           dataset=None):
   """Builds our model + loop; returns run_steps(n) -> input-wait fraction of those steps."""
-  keras.config.set_dtype_policy(policy)
-  try:
+  with precision_lib.policy(policy):
     strategy = tf.distribute.get_strategy()
     model = build_model(ModelConfig(name, image_size=config.image_size, batch_norm=batch_norm))
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
-    step_fn = make_train_step(TaskSpec("attribute", 1), model, optimizer, config.batch_size)
-  finally:
-    keras.config.set_dtype_policy("float32")
+    step_fn = make_train_step(TaskSpec(TASKS.get("attribute"), 1), model, optimizer,
+                              config.batch_size)
   loop = make_train_loop(strategy, step_fn, use_jit, measure_wait=True)
   if dataset is None:
     dataset = tf.data.Dataset.from_tensors(_batch(config)).repeat()
@@ -95,13 +94,10 @@ def _fit(model, compile_fn, config: ThroughputConfig):
 
 
 def _keras_fit(name: str, config: ThroughputConfig, policy: str):
-  keras.config.set_dtype_policy(policy)
-  try:
+  with precision_lib.policy(policy):
     model = build_model(ModelConfig(name, image_size=config.image_size, batch_norm="keras"))
     return _fit(model, lambda m: m.compile(
         keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True)), config)
-  finally:
-    keras.config.set_dtype_policy("float32")
 
 
 def _tf_keras_fit(name: str, config: ThroughputConfig, policy: str):
@@ -149,7 +145,7 @@ def _pipeline_dataset(config: ThroughputConfig, workdir: str) -> tf.data.Dataset
   if not data_dir:
     from engine.bench.input_pipeline import synthetic_shards
     data_dir = synthetic_shards(workdir, 1000)
-  return pipeline.make_dataset(pipeline.InputConfig(
+  return pipeline.make_dataset(InputConfig(
       data_dir, image_size=config.image_size, global_batch_size=config.batch_size,
       augment=AugmentConfig(flip=True, zoom=0.1, translate=0.08)))
 

@@ -15,42 +15,12 @@ follow Keras' ImageDataGenerator where it has one, so the seeds' recipes port di
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  """Which augmentations to apply; 0 / False turns one off."""
-
-  flip: bool = False
-  rotation_deg: float = 0.0
-  zoom: float = 0.0
-  translate: float = 0.0
-  shear_deg: float = 0.0
-  brightness: float = 0.0
-  contrast: float = 0.0
-  saturation: float = 0.0
-  random_resized_crop: bool = False
-  crop_scale: tuple[float, float] = (0.35, 1.0)
-  erasing_prob: float = 0.0
-
-  @property
-  def affine(self) -> bool:
-    return any((self.rotation_deg, self.zoom, self.translate, self.shear_deg))
-
-  @property
-  def geometric(self) -> bool:
-    """Anything that moves pixels: done by the warp."""
-    return self.flip or self.affine
-
-  @property
-  def photometric(self) -> bool:
-    """Anything that changes values in place: done in float after the warp."""
-    return any((self.brightness, self.contrast, self.saturation, self.erasing_prob))
+from engine.config import AugmentConfig
 
 
 def _sub_seeds(seed, n: int):
@@ -148,34 +118,6 @@ def random_geometry(images, seed, config: AugmentConfig, output_size=None):
     return images
   matrices = geometry_matrices(seed, tf.shape(images)[0], output_size, config, source_size)
   return warp(images, matrices, output_size)
-
-
-@_as_batch
-def random_flip(images, seed):
-  """Mirrors left-right with probability 1/2 per image (exact: no resampling)."""
-  mirror = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
-  return tf.where(_per_image(mirror), tf.reverse(images, axis=[2]), images)
-
-
-def random_affine(image, seed, config: AugmentConfig):
-  """Rotation, zoom, translation, shear (and the flip, if set) as one warp."""
-  return random_geometry(image, seed, config)
-
-
-def random_rotation(image, seed, max_deg: float):
-  return random_affine(image, seed, AugmentConfig(rotation_deg=max_deg))
-
-
-def random_zoom(image, seed, zoom: float):
-  return random_affine(image, seed, AugmentConfig(zoom=zoom))
-
-
-def random_translation(image, seed, fraction: float):
-  return random_affine(image, seed, AugmentConfig(translate=fraction))
-
-
-def random_shear(image, seed, max_deg: float):
-  return random_affine(image, seed, AugmentConfig(shear_deg=max_deg))
 
 
 @_as_batch

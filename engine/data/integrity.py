@@ -25,7 +25,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from engine.data import schema
+from engine.data.manifest import ShardIntegrityError, split_files
 
 # The fast check hashes this many bytes at each end of a shard.
 HEAD_TAIL_BYTES = 64 * 1024
@@ -33,18 +33,6 @@ HEAD_TAIL_KEY = "sha256_head_tail"
 _MAX_LISTED_PROBLEMS = 10
 _READ_BLOCK_BYTES = 1 << 20
 _SCAN_BATCH = 1024  # records per step when searching for a corrupt one
-
-
-class ShardIntegrityError(ValueError):
-  """A shard differs from manifest.json or holds an unreadable record; names the file.
-
-  Attributes:
-    problems: (shard path, what differs) for every problem found.
-  """
-
-  def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
-    super().__init__(message)
-    self.problems = list(problems)
 
 
 def file_sha256(path: str) -> str:
@@ -68,24 +56,6 @@ def head_tail_sha256(path: str) -> str:
       f.seek(size - HEAD_TAIL_BYTES)
       digest.update(f.read(HEAD_TAIL_BYTES))
   return digest.hexdigest()
-
-
-def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
-  """The shard paths of `split`, in manifest order.
-
-  Raises:
-    ShardIntegrityError: a manifest entry is not a plain file name (it would point
-      outside `data_dir`).
-  """
-  paths = []
-  for shard in manifest["splits"][split]["shards"]:
-    name = shard["file"]
-    if not name or os.path.basename(name) != name or name in (".", ".."):
-      raise ShardIntegrityError(f"{os.path.join(data_dir, schema.MANIFEST)}: shard entry "
-                                f"{name!r} of split {split} is not a plain file name",
-                                [(name, "not a plain file name")])
-    paths.append(os.path.join(data_dir, name))
-  return paths
 
 
 def _shard_problem(path: str, shard: dict, full: bool) -> str | None:
@@ -112,7 +82,7 @@ def verify_shards(data_dir: str, manifest: dict, splits: Sequence[str] | None = 
 
   Args:
     data_dir: the shard directory.
-    manifest: its manifest.json, as read by `pipeline.read_manifest`.
+    manifest: its manifest.json, as read by `manifest.read_manifest`.
     splits: the splits to check; None checks every split of the manifest.
     full: also compare the SHA-256 of every byte (reads everything).
 
@@ -198,6 +168,30 @@ def locate_corrupt_record(files: Sequence[str]) -> tuple[str, int, str] | None:
     if found:
       return path, *found
   return None
+
+
+def log_unreadable_records(data_dir: str, manifest: dict, split: str) -> int:
+  """For on_bad_record=skip: reads every shard of `split` once and logs, per damaged shard,
+  its first unreadable record and how many of its records are lost with it (a TFRecord
+  reader cannot resync, so the rest of that shard goes). Returns the records lost."""
+  start, lost_total = time.perf_counter(), 0
+  shards = manifest["splits"][split]["shards"]
+  for path, shard in zip(split_files(data_dir, manifest, split), shards):
+    found = _first_unreadable(path) if os.path.exists(path) else (0, "missing")
+    if found is None:
+      continue
+    index, message = found
+    lost = shard["num_examples"] - index
+    lost_total += lost
+    logging.warning("on_bad_record=skip: %s: record %d (counted from 0) is unreadable (%s); "
+                    "it and the %d records after it are skipped, every epoch", path, index,
+                    message, lost - 1)
+  if lost_total:
+    logging.warning("on_bad_record=skip: %s/%s: %d of %d records skipped", data_dir, split,
+                    lost_total, manifest["splits"][split]["num_examples"])
+  logging.info("%s/%s: every shard read in %.1f s to count unreadable records", data_dir, split,
+               time.perf_counter() - start)
+  return lost_total
 
 
 def corrupt_record_error(data_dir: str, manifest: dict, split: str,

@@ -29,6 +29,8 @@ LANDMARK_NAMES = (
 # TFDS file naming: {DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 MANIFEST = "manifest.json"
+# Image files read from folders: by the sharder (image-folder sets) and by launch.predict.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def flat_key(group: str, name: str) -> str:

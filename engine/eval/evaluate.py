@@ -5,7 +5,9 @@ every example of the split exactly once (the eval pipeline pads the last batch a
 the padding), and writes into `model_dir/eval_<split>/`: `confusion_matrix.png` and
 TensorBoard scalars + image. With CelebA shards it also re-reads each example's other
 attributes and identity (same files, same order, no image decode) to report the error in
-slices: e.g. the gender error on faces with and without eyeglasses.
+slices: e.g. the gender error on faces with and without eyeglasses, ranked by the gap to
+the overall error with 95% Wilson intervals (`engine.eval.fairness`), in the console, the
+JSON ("fairness") and TensorBoard (scalars and a text table).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from engine.config import InputConfig
 from engine.data import integrity, schema
-from engine.data.pipeline import InputConfig, eval_records, make_dataset, read_manifest
-from engine.eval import metrics
-from engine.train.evaluation import class_names, make_predict_fn, predict_padded, probabilities
-from engine.train.restore import load_model
+from engine.data.manifest import read_manifest
+from engine.data.pipeline import eval_records, make_dataset
+from engine.eval import fairness, metrics
+from engine.eval.inference import make_predict_fn, predict_padded
+from engine.run.restore import load_model
+from engine.tasks import TASKS, Task
 
 # Identity-size buckets (examples of that identity in the split): [1], [2, 3], [4, 7], ...
 _BUCKET_EDGES = (1, 2, 4, 8, 16, 32, 64)
@@ -75,7 +80,10 @@ def evaluate(config: EvalConfig) -> dict:
       cache="none", balance="none", tf_data_service=None,  # one local pass
       on_bad_record=config.on_bad_record, verify_shards=config.verify_shards)
   manifest = read_manifest(input_config.data_dir)
-  input_config.validate(manifest)
+  if config.split not in manifest["splits"]:
+    raise ValueError(f"{input_config.data_dir}: no split {config.split!r}; has "
+                     f"{sorted(manifest['splits'])}")
+  task = TASKS.get(input_config.task)
   integrity.check_shards(input_config.data_dir, manifest, [config.split], config.verify_shards)
   predict = make_predict_fn(model, config.flip_tta)
   try:
@@ -93,22 +101,19 @@ def evaluate(config: EvalConfig) -> dict:
                     "every number below is on the other %d", input_config.data_dir,
                     config.split, skipped, expected, labels.shape[0])
 
+  _check_alignment(input_config, manifest, task, labels)
   side = _read_side_features(input_config, manifest)
-  _check_alignment(input_config, manifest, side, labels)
   report = {
       "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
       "checkpoint": config.checkpoint, "checkpoint_path": source.path,
       "checkpoint_step": source.step, "ema": source.ema, "flip_tta": config.flip_tta,
       "task": input_config.task,
-      "label_attribute": (input_config.label_attribute if input_config.task == "attribute"
+      "label_attribute": (input_config.label_attribute if task.uses_label_attribute
                           and manifest["source"] == "celeba" else None),
       "num_examples": int(labels.shape[0]),
       "manifest_examples": int(expected), "skipped_examples": int(skipped),
   }
-  if input_config.task == "attributes":
-    report.update(_multilabel_report(logits, labels, manifest))
-  else:
-    report.update(_classification_report(logits, labels, input_config, manifest, side))
+  report.update(_task_report(task, logits, labels, input_config, manifest, side))
 
   out_dir = os.path.join(config.model_dir, f"eval_{config.split}")
   os.makedirs(out_dir, exist_ok=True)
@@ -141,28 +146,19 @@ def _read_side_features(config: InputConfig, manifest: dict) -> dict[str, np.nda
   return side
 
 
-def _identity_indices(manifest: dict, identities: np.ndarray) -> np.ndarray:
-  """CelebA identity numbers -> class indices into the manifest's sorted list (-1: unseen)."""
-  known = np.asarray(manifest["identities"], np.int64)
-  if not known.size:
-    return np.full(identities.shape, -1)
-  positions = np.minimum(np.searchsorted(known, identities), known.size - 1)
-  return np.where(known[positions] == identities, positions, -1)
-
-
-def _check_alignment(config: InputConfig, manifest: dict, side: dict, labels: np.ndarray) -> None:
-  """The side features must describe the same examples in the same order as the labels."""
-  if not side:
-    return
-  if config.task == "attribute":
-    expected = side[config.label_attribute]
-  elif config.task == "identity":
-    expected = _identity_indices(manifest, side[schema.IDENTITY])
-  else:
-    expected = np.stack([side[n] for n in manifest["attribute_names"]], axis=1)
+def _check_alignment(config: InputConfig, manifest: dict, task: Task,
+                     labels: np.ndarray) -> None:
+  """The records read back for the side features must be the eval pipeline's examples, in
+  its order: their labels, parsed by the task without decoding images, must match."""
+  spec = task.label_features(manifest, config.label_attribute)
+  label_fn = task.label_fn(manifest, config.label_attribute)
+  ds = eval_records(config, manifest).map(
+      lambda serialized: label_fn(tf.io.parse_single_example(serialized, spec))).batch(1024)
+  chunks = list(ds.as_numpy_iterator())
+  expected = np.concatenate(chunks) if chunks else np.zeros((0, *labels.shape[1:]), labels.dtype)
   if expected.shape != labels.shape or not np.array_equal(expected, labels):
-    raise RuntimeError(f"{config.data_dir}/{config.split}: the attributes read back do not match "
-                       "the eval pipeline's labels (example order differs)")
+    raise RuntimeError(f"{config.data_dir}/{config.split}: the labels read back do not match "
+                       "the eval pipeline's (example order differs)")
 
 
 def _identity_size_buckets(identities: np.ndarray) -> np.ndarray:
@@ -171,44 +167,48 @@ def _identity_size_buckets(identities: np.ndarray) -> np.ndarray:
   return np.searchsorted(_BUCKET_EDGES, counts[inverse.reshape(-1)], side="right") - 1
 
 
-def _classification_report(logits, labels, config: InputConfig, manifest: dict, side: dict
-                           ) -> dict:
-  """Binary (one logit, sigmoid) or multi-class (softmax) metrics, slices included."""
-  probs = probabilities(config.task, logits)
-  names = class_names(config, manifest)
+def _task_report(task: Task, logits, labels, config: InputConfig, manifest: dict,
+                 side: dict) -> dict:
+  """The task's metrics over examples with a class, and the error sliced by side features."""
+  probs = task.probabilities(logits).numpy()
+  names = task.class_names(manifest, config.label_attribute)
   if probs.shape[1] != len(names):
     raise ValueError(f"the model has {logits.shape[1]} outputs; task {config.task!r} on "
                      f"{config.data_dir} has {len(names)} classes")
-  known = labels >= 0
+  known = task.known(labels)
   if not known.any():
     raise ValueError(f"{config.data_dir}/{config.split}: no example's identity was seen in "
                      "training (CelebA's official splits are identity-disjoint)")
-  result = {"metrics": metrics.classification_metrics(labels, probs, names, mask=known),
+  result = {"metrics": task.evaluate(labels[known], probs[known], names)[0],
             "class_names": names, "num_unknown_identity": int((~known).sum())}
   if result["num_unknown_identity"]:
     logging.warning("%d examples have identities unseen in training; left out of the metrics",
                     result["num_unknown_identity"])
-  correct = (probs.argmax(axis=1) == labels)[known]
+  correct = task.correct(labels[known], probs[known])
+  if correct is not None:
+    result["slices"] = _slices(correct, labels[known], names, side, known,
+                               task.slice_exclusions(config.label_attribute))
+    if result["slices"]["by_attribute"]:
+      result["fairness"] = fairness.rank_slices(result["slices"]["by_attribute"], correct)
+  return result
+
+
+def _slices(correct: np.ndarray, labels: np.ndarray, names: list[str], side: dict,
+            known: np.ndarray, excluded: set[str]) -> dict:
+  """Error by each other attribute's value, by identity-size bucket and by class."""
   # The label attribute itself is the by-class view; identities are sliced by bucket below.
-  excluded = {schema.IDENTITY, config.label_attribute if config.task == "attribute" else None}
-  slice_values = {name: values[known] for name, values in side.items() if name not in excluded}
+  slice_values = {name: values[known] for name, values in side.items()
+                  if name not in excluded | {schema.IDENTITY}}
   if schema.IDENTITY in side:
     slice_values["identity_examples"] = _identity_size_buckets(side[schema.IDENTITY])[known]
   listed = len(names) <= MAX_LISTED_CLASSES
-  slices = metrics.sliced_error(correct, slice_values, labels[known] if listed else None,
+  slices = metrics.sliced_error(correct, slice_values, labels if listed else None,
                                 names if listed else None)
   by_bucket = slices["by_attribute"].get("identity_examples")
   if by_bucket is not None:
     slices["by_attribute"]["identity_examples"] = {
         _BUCKET_NAMES[int(b)]: stats for b, stats in by_bucket.items()}
-  result["slices"] = slices
-  return result
-
-
-def _multilabel_report(logits, labels, manifest: dict) -> dict:
-  probs = probabilities("attributes", logits)
-  names = list(manifest["attribute_names"])
-  return {"metrics": metrics.multilabel_metrics(labels, probs, names), "class_names": names}
+  return slices
 
 
 def _write_confusion_matrix(report: dict, out_dir: str) -> np.ndarray | None:
@@ -233,6 +233,8 @@ def _summary_scalars(report: dict) -> dict[str, float]:
       scalars[f"slice_error/{name}={value}"] = stats["error"]
   for name, stats in numbers.get("per_attribute", {}).items():
     scalars[f"attribute_accuracy/{name}"] = stats["accuracy"]
+  if "fairness" in report:
+    scalars.update(fairness.summary_scalars(report["fairness"]))
   return scalars
 
 
@@ -249,6 +251,8 @@ def _write_summaries(report: dict, image: np.ndarray | None, out_dir: str,
       tf.summary.scalar(name, value, step=step)
     if image is not None:
       tf.summary.image("confusion_matrix", image[None], step=step)
+    if "fairness" in report:  # the ranked table, in TensorBoard's text tab
+      tf.summary.text("fairness", fairness.markdown_ranking(report["fairness"]), step=step)
   writer.close()
 
 
@@ -302,11 +306,10 @@ def format_report(report: dict) -> str:
   if report.get("num_unknown_identity"):
     headline.append(f"({report['num_unknown_identity']} examples of unseen identities left out)")
   lines += ["", "  ".join(headline)]
-  slices = report.get("slices", {})
-  rows = [(f"{name}={value}", stats)
-          for name, values in slices.get("by_attribute", {}).items()
-          for value, stats in values.items()]
-  rows += [(f"class {name}", stats) for name, stats in slices.get("by_class", {}).items()]
-  if rows:
-    lines += ["", "error by slice"] + _format_rows(rows, ("error", "count"))
+  if "fairness" in report:  # every attribute value (and identity bucket), ranked
+    lines += ["", "error by slice, worst first"] + fairness.format_ranking(report["fairness"])
+  by_class = [(f"class {name}", stats)
+              for name, stats in report.get("slices", {}).get("by_class", {}).items()]
+  if by_class:
+    lines += ["", "error by class"] + _format_rows(by_class, ("error", "count"))
   return "\n".join(lines)

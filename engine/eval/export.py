@@ -28,11 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.eval.predict import class_names, output_kind
+from engine.eval.predict import run_class_names
+from engine.tasks import TASKS, Task
 from engine.models.batch_norm import FusedBatchNorm
 from engine.models.preprocessing import Preprocess
-from engine.train.config import ExperimentConfig
-from engine.train.restore import CheckpointSource, load_model
+from engine.config import ExperimentConfig
+from engine.run.restore import CheckpointSource, load_model
 
 FORMATS = ("keras", "saved_model", "tflite")
 _DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
@@ -102,26 +103,19 @@ def to_stock_keras(model: keras.Model) -> keras.Model:
   return stock
 
 
-def _serving_fn(model: keras.Model, kind: str):
+def _serving_fn(model: keras.Model, task: Task):
   """pixels -> {"logits", "probabilities"}, probabilities indexed like the class names."""
 
   def serve(pixels):
     logits = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
-    if kind == "softmax":
-      probabilities = tf.nn.softmax(logits)
-    elif kind == "binary":
-      positive = tf.sigmoid(logits)
-      probabilities = tf.concat([1.0 - positive, positive], axis=-1)
-    else:
-      probabilities = tf.sigmoid(logits)
-    return {"logits": logits, "probabilities": probabilities}
+    return {"logits": logits, "probabilities": task.probabilities(logits)}
 
   return serve
 
 
-def _write_saved_model(model: keras.Model, kind: str, path: str) -> None:
+def _write_saved_model(model: keras.Model, task: Task, path: str) -> None:
   height, width = model.input_shape[1:3]
-  serve = _serving_fn(model, kind)
+  serve = _serving_fn(model, task)
   archive = keras.export.ExportArchive()
   archive.track(model)
   for name, dtype in (("serving_default", tf.float32), ("serving_uint8", tf.uint8)):
@@ -130,9 +124,9 @@ def _write_saved_model(model: keras.Model, kind: str, path: str) -> None:
   archive.write_out(path, verbose=False)
 
 
-def _write_tflite(model: keras.Model, kind: str, path: str) -> None:
+def _write_tflite(model: keras.Model, task: Task, path: str) -> None:
   with tempfile.TemporaryDirectory() as saved_model_dir:
-    _write_saved_model(model, kind, saved_model_dir)
+    _write_saved_model(model, task, saved_model_dir)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
                                                          signature_keys=["serving_default"])
     flatbuffer = converter.convert()
@@ -149,14 +143,15 @@ def labels_path(artifact_path: str) -> str:
 def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A002
              source: CheckpointSource) -> dict:
   """What a consumer of the artifact needs to feed it and read its outputs."""
-  kind = output_kind(config)
+  task = TASKS.get(config.input.task)
+  kind = task.output_kind
   probabilities = {"binary": "[1 - sigmoid(logit), sigmoid(logit)]",
                    "softmax": "softmax(logits)", "multilabel": "sigmoid(logits), per class"}[kind]
   return {
       "format": format,
       "task": config.input.task,
-      "label_attribute": config.input.label_attribute if config.input.task == "attribute" else None,
-      "class_names": class_names(config),
+      "label_attribute": config.input.label_attribute if task.uses_label_attribute else None,
+      "class_names": run_class_names(config),
       "output_kind": kind,
       "image_size": list(config.input.image_size),
       "crop_box": list(config.input.crop_box) if config.input.crop_box else None,
@@ -195,13 +190,13 @@ def export(model_dir: str, format: str, output_path: str | None = None,  # noqa:
   model, config, source = load_model(model_dir, checkpoint)
   stock = to_stock_keras(model)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  kind = output_kind(config)
+  task = TASKS.get(config.input.task)
   if format == "keras":
     stock.save(path)
   elif format == "saved_model":
-    _write_saved_model(stock, kind, path)
+    _write_saved_model(stock, task, path)
   else:
-    _write_tflite(stock, kind, path)
+    _write_tflite(stock, task, path)
   with open(labels_path(path), "w") as f:
     json.dump(metadata(config, format, checkpoint, source), f, indent=2)
   logging.info("exported %s (%s) and %s", path, format, labels_path(path))

@@ -25,14 +25,15 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensorboard
 
-from engine.data.pipeline import InputConfig, crop_window, read_manifest, to_output_dtype
+from engine.data import schema
+from engine.data.decode import crop_window, to_output_dtype
+from engine.data.manifest import read_manifest
+from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
-from engine.train.config import ExperimentConfig
-from engine.train.evaluation import class_names as training_class_names
-from engine.train.restore import load_model
+from engine.tasks import TASKS, Task
+from engine.run.restore import load_model
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OUTPUT_FORMATS = (".csv", ".json")
 # Larger images are refused from their header, before decoding: 80 MP is 240 MB as RGB
 # uint8. Above every common camera (61 MP full frame, 64 MP phones), under Pillow's
@@ -48,8 +49,8 @@ class PredictConfig:
 
   Attributes:
     model_dir: a training run directory.
-    inputs: image files and folders (a folder's images with IMAGE_EXTENSIONS, sorted).
-    checkpoint: "best", "latest", or a weights path (see engine.train.restore.load_model).
+    inputs: image files and folders (a folder's images with schema.IMAGE_EXTENSIONS, sorted).
+    checkpoint: "best", "latest", or a weights path (see engine.run.restore.load_model).
     batch_size: images per model call.
     output: a .csv or .json file to write the predictions to (None: only return them).
     detect_faces: detect and align the largest face to CelebA's framing first.
@@ -76,14 +77,6 @@ class PredictConfig:
     return self
 
 
-def output_kind(config: ExperimentConfig) -> str:
-  """How logits become probabilities: "binary" (one sigmoid logit), "multilabel"
-  (a sigmoid per attribute) or "softmax"."""
-  if config.model.num_outputs == 1:
-    return "binary"
-  return "multilabel" if config.input.task == "attributes" else "softmax"
-
-
 def _read_manifest_or_none(data_dir: str) -> dict | None:
   try:
     return read_manifest(data_dir)
@@ -92,25 +85,21 @@ def _read_manifest_or_none(data_dir: str) -> dict | None:
     return None
 
 
-def _attribute_names(attribute: str) -> list[str]:
-  return training_class_names(InputConfig("", label_attribute=attribute), {"source": "celeba"})
+def run_class_names(config: ExperimentConfig) -> list[str]:
+  """Names of a run's classes (of its attributes, for multi-label), in output order.
 
-
-def class_names(config: ExperimentConfig) -> list[str]:
-  """Names of the model's classes (of its attributes, for multi-label), in output order.
-
-  From the run's manifest when it is readable; otherwise CelebA's naming for a binary
-  attribute, and class indices for the rest.
+  From the run's manifest when it is readable here; otherwise CelebA's naming for a
+  binary attribute, and class indices for the rest.
   """
-  task, attribute = config.input.task, config.input.label_attribute
+  task, attribute = TASKS.get(config.input.task), config.input.label_attribute
   manifest = _read_manifest_or_none(config.input.data_dir)
-  num_outputs = config.model.num_outputs
-  expected = 2 if output_kind(config) == "binary" else num_outputs
-  if manifest is None:
-    names = (_attribute_names(attribute) if task == "attribute"
-             else [str(i) for i in range(expected)])
+  expected = 2 if task.output_kind == "binary" else config.model.num_outputs
+  if manifest is not None:
+    names = task.class_names(manifest, attribute)
+  elif task.uses_label_attribute:
+    names = task.class_names({"source": "celeba", "attribute_names": [attribute]}, attribute)
   else:
-    names = training_class_names(config.input, manifest)
+    names = [str(i) for i in range(expected)]
   if len(names) != expected:
     logging.warning("class names: %d names for %d classes; using indices", len(names), expected)
     names = [str(i) for i in range(expected)]
@@ -123,10 +112,11 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
   for path in inputs:
     if os.path.isdir(path):
       images = sorted(os.path.join(path, name) for name in os.listdir(path)
-                      if name.lower().endswith(IMAGE_EXTENSIONS)
+                      if name.lower().endswith(schema.IMAGE_EXTENSIONS)
                       and os.path.isfile(os.path.join(path, name)))
       if not images:
-        entries.append((path, f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+        entries.append((path, f"{path}: folder has no images "
+                                f"({', '.join(schema.IMAGE_EXTENSIONS)})"))
       entries.extend((image, None) for image in images)
     elif os.path.isfile(path):
       entries.append((path, None))
@@ -220,30 +210,19 @@ def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
   return resize
 
 
-def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, kind: str):
-  """One traced function: a fixed-shape batch of pixels -> probabilities."""
-  activation = tf.nn.softmax if kind == "softmax" else tf.sigmoid
+def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, task: Task):
+  """One traced function: a fixed-shape batch of pixels -> the task's probabilities."""
 
   @tf.function(input_signature=[tf.TensorSpec([batch_size, *image_size, 3], dtype)])
   def probabilities(images):
-    return activation(tf.cast(model(images, training=False), tf.float32))
+    return task.probabilities(tf.cast(model(images, training=False), tf.float32))
 
   return probabilities
 
 
-def _describe(probabilities: np.ndarray, names: list[str], kind: str) -> dict:
+def _describe(probabilities: np.ndarray, names: list[str], task: Task) -> dict:
   """One image's probabilities -> label, confidence and per-class probabilities."""
-  if kind == "binary":
-    p = float(probabilities[0])
-    probabilities = np.array([1.0 - p, p])
-  if kind == "multilabel":
-    on = [n for n, p in zip(names, probabilities) if p >= 0.5]
-    label = "+".join(on) if on else "none"
-    # the least certain of the per-attribute decisions
-    confidence = float(np.min(np.maximum(probabilities, 1.0 - probabilities)))
-  else:
-    best = int(np.argmax(probabilities))
-    label, confidence = names[best], float(probabilities[best])
+  label, confidence = task.describe(probabilities, names)
   return {"label": label, "confidence": confidence,
           "probabilities": {n: float(p) for n, p in zip(names, probabilities)}}
 
@@ -300,7 +279,7 @@ def predict(config: PredictConfig) -> list[dict]:
   config.validate()
   model, run, source = load_model(config.model_dir, config.checkpoint)
   logging.info("weights: %s (step %s%s)", source.path, source.step, ", EMA" if source.ema else "")
-  kind, names = output_kind(run), class_names(run)
+  task, names = TASKS.get(run.input.task), run_class_names(run)
   image_size = tuple(run.input.image_size)
   entries = expand_inputs(config.inputs)
   batch_size = max(1, min(config.batch_size, len(entries)))
@@ -310,9 +289,9 @@ def predict(config: PredictConfig) -> list[dict]:
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
   def on_result(index, probabilities):
-    results[index].update(status="ok", **_describe(probabilities, names, kind))
+    results[index].update(status="ok", **_describe(probabilities, names, task))
 
-  batcher = _Batcher(_model_fn(model, batch_size, image_size, dtype, kind), batch_size,
+  batcher = _Batcher(_model_fn(model, batch_size, image_size, dtype, task), batch_size,
                      (*image_size, 3), dtype, on_result)
   for index, (path, error) in enumerate(entries):
     if error is not None:

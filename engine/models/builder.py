@@ -7,7 +7,7 @@ import re
 import keras
 
 from engine.models import registry
-from engine.models.config import ModelConfig
+from engine.config import ModelConfig
 from engine.models.finetune import apply_finetune
 from engine.models.preprocessing import Preprocess
 from engine.models.weights import find_imagenet_weights, load_our_weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.models.builder import build_model
-from engine.models.config import ModelConfig
+from engine.config import ModelConfig
 from engine.models.flops import count_flops
 from engine.models.registry import BACKBONES, HEADS
 

@@ -1,6 +1,6 @@
 """The trainer: `train(ExperimentConfig)`; see docs/DESIGN.md for the run directory."""
 
-from engine.train.config import ExperimentConfig, TrainConfig
+from engine.config import ExperimentConfig
 
 
 def train(config: ExperimentConfig) -> dict:
@@ -9,4 +9,4 @@ def train(config: ExperimentConfig) -> dict:
   return _train(config)
 
 
-__all__ = ["ExperimentConfig", "TrainConfig", "train"]
+__all__ = ["train"]

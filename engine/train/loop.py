@@ -18,17 +18,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from engine import precision
+from engine.config import ExperimentConfig, MONITOR_MODES
 from engine.data import integrity, pipeline
 from engine.models import build_model
 from engine.monitor import DeviceSampler
+from engine.resolve import class_weights, read_run_manifest, resolve_experiment
+from engine.atomic_write import atomic_write_json
+from engine.run.checkpoint import RunCheckpoint, remove_worker_directory
+from engine.run.lock import RunLock
+from engine.run.run_dir import prepare_run_dir
+from engine.tasks import TASKS
 from engine.train import hooks as hooks_lib
-from engine.train import memory, precision, strategy as strategy_lib
-from engine.train.checkpoint import RunCheckpoint, atomic_write_json, remove_worker_directory
-from engine.train.config import MONITOR_MODES, ExperimentConfig
+from engine.train import memory, strategy as strategy_lib
 from engine.train.evaluation import Evaluator
+from engine.train.multistep import Boundaries, make_sync_statistics, make_train_loop
 from engine.train.optim import LearningRate, exclude_from_decay, make_optimizer
-from engine.train.run_dir import prepare_run_dir
-from engine.train.run_lock import RunLock
 from engine.train.summaries import RunSummaries
 from engine.train.task import TaskSpec, WeightAverage, make_train_step
 
@@ -70,108 +75,156 @@ def train(config: ExperimentConfig) -> dict:
       run.lock.release()
 
 
+class _Hooks:
+  """Early stopping, best-weights export and reduce-on-plateau, with their saved state."""
+
+  def __init__(self, run: _Run, state: dict):
+    train = run.config.train
+    mode = MONITOR_MODES[train.monitor]
+    self.monitor = train.monitor
+    self.early = hooks_lib.EarlyStopping(train.early_stopping_patience, mode)
+    self.best = hooks_lib.BestExporter(mode)
+    self.plateau = (hooks_lib.PlateauLR(run.schedule.scale, train.plateau_patience,
+                                        train.plateau_factor, mode)
+                    if train.schedule == "plateau" else None)
+    for name, hook in self._named():
+      hook.load_state(state.get(name, {}))
+
+  def _named(self):
+    return [(n, h) for n, h in (("early", self.early), ("best", self.best),
+                                ("plateau", self.plateau)) if h is not None]
+
+  def state(self) -> dict:
+    return {name: hook.state() for name, hook in self._named()}
+
+  def after_eval(self, metrics: dict, step: int, evaluator: Evaluator, chief: bool) -> str | None:
+    """Exports a new best, lowers the rate on a plateau; returns why to stop, if so."""
+    value = metrics[self.monitor]
+    if self.best.update(value, step) and chief:
+      evaluator.export_best(step, metrics)
+    if self.plateau is not None:
+      self.plateau.update(value)
+    if self.early.update(value):
+      return (f"early stopping: no {self.monitor} improvement in {self.early.patience} "
+              "evaluations")
+    return None
+
+
+class _Timing:
+  """Wall time, step time and images, summed over every process of the run."""
+
+  def __init__(self, started: float, before: dict):
+    # What earlier processes of this run spent, up to the checkpoint resumed from.
+    self.started = started
+    self.before = {"wall_seconds": 0.0, "train_step_seconds": 0.0, "images": 0,
+                   "processes": 0, **before}
+    self.step_seconds, self.images = 0.0, 0
+
+  def add(self, seconds: float, images: int) -> None:
+    self.step_seconds += seconds
+    self.images += images
+
+  def totals(self) -> dict:
+    wall = time.perf_counter() - self.started
+    return {"wall_seconds": self.before["wall_seconds"] + wall,
+            "train_step_seconds": self.before["train_step_seconds"] + self.step_seconds,
+            "images": self.before["images"] + self.images,
+            "processes": self.before["processes"] + 1, "this_process_wall_seconds": wall}
+
+  def saved(self) -> dict:
+    """What the checkpoint carries for the next process."""
+    return {k: v for k, v in self.totals().items() if k != "this_process_wall_seconds"}
+
+
 def _train(run: _Run, started: float) -> dict:
   config = run.config
   summaries = RunSummaries(config.train.model_dir, enabled=run.chief)
-  evaluator = Evaluator(config, run.model, run.spec, run.ema)
-  mode = MONITOR_MODES[config.train.monitor]
-  early = hooks_lib.EarlyStopping(config.train.early_stopping_patience, mode)
-  best = hooks_lib.BestExporter(mode)
-  plateau = (hooks_lib.PlateauLR(run.schedule.scale, config.train.plateau_patience,
-                                 config.train.plateau_factor, mode)
-             if config.train.schedule == "plateau" else None)
+  evaluator = Evaluator(config, run.model, run.ema)
   state = run.checkpoint.restore()
-  for name, hook in (("early", early), ("best", best), ("plateau", plateau)):
-    if hook is not None:
-      hook.load_state(state.get(name, {}))
+  hooks, timing = _Hooks(run, state), _Timing(started, state.get("timing", {}))
   step = int(run.checkpoint.step.numpy())
-  # Time spent by earlier processes of this run, up to the checkpoint resumed from.
-  before = {"wall_seconds": 0.0, "train_step_seconds": 0.0, "images": 0, "processes": 0,
-            **state.get("timing", {})}
-
-  def timing():
-    wall, images = time.perf_counter() - started, images_seen
-    return {"wall_seconds": before["wall_seconds"] + wall,
-            "train_step_seconds": before["train_step_seconds"] + step_seconds,
-            "images": before["images"] + images, "processes": before["processes"] + 1,
-            "this_process_wall_seconds": wall}
-
-  def hook_state():
-    return {"early": early.state(), "best": best.state(),
-            **({"plateau": plateau.state()} if plateau else {}),
-            "timing": {k: v for k, v in timing().items() if k != "this_process_wall_seconds"}}
-
   if step == 0:
     summaries.hparams(_hparams(config, run))
-  iterator = iter(_train_dataset(run, skip_steps=step))
-  train_loop = _make_train_loop(run)
-  sync_statistics = _make_sync_statistics(run)
-  meter = hooks_lib.ThroughputMeter(config.input.global_batch_size)
+  chunk = _ChunkRunner(run, iter(_train_dataset(run, skip_steps=step)), summaries)
+  sync_statistics = make_sync_statistics(run.strategy, run.model)
   run.checkpoint.handle_sigterm()
-  boundaries = _Boundaries(config, run.steps_per_epoch, run.total_steps)
+  boundaries = Boundaries(config, run.steps_per_epoch, run.total_steps)
   last_metrics, stopped_by = {}, "completed"
-  step_seconds, images_seen = 0.0, 0
-  sampler = DeviceSampler(interval_s=1.0)
-  sampler.start()
   logging.info("training %s from step %d to %d (%d steps/epoch, global batch %d)",
                config.model.backbone, step, run.total_steps, run.steps_per_epoch,
                config.input.global_batch_size)
   try:
     while step < run.total_steps:
-      n = boundaries.next_chunk(step)
-      if config.train.profile_steps and step == config.train.profile_steps[0]:
-        summaries.start_profile()
-      start = time.perf_counter()
-      try:
-        sums, wait_sec, first_bad, done = train_loop(iterator, tf.constant(n, tf.int32))
-      except tf.errors.DataLossError as e:
-        raise integrity.corrupt_record_error(config.input.data_dir, run.manifest,
-                                             config.input.split, e) from e
-      seconds = time.perf_counter() - start
-      hooks_lib.check_finite(int(first_bad), step, run.checkpoint.manager.latest_checkpoint)
-      step += int(done)
-      step_seconds += seconds
-      images_seen += int(done) * config.input.global_batch_size
-      if config.train.profile_steps and step >= config.train.profile_steps[1]:
-        summaries.stop_profile()
-      logs = _train_logs(run, sums, float(wait_sec), seconds, meter, step)
-      _log_progress(step, run, logs)
-      summaries.scalars("train", step, {**logs, **{f"system/{k}": v
-                                                   for k, v in sampler.latest().items()
-                                                   if isinstance(v, (int, float))}})
+      step = chunk.run(step, boundaries.next_chunk(step), timing)
       if boundaries.is_eval(step) or boundaries.is_checkpoint(step):
         sync_statistics()
       if boundaries.is_eval(step):
         last_metrics = evaluator.run(step, summaries)
-        value = last_metrics[config.train.monitor]
-        if best.update(value, step) and run.chief:
-          evaluator.export_best(step, last_metrics)
-        if plateau is not None:
-          plateau.update(value)
-        if early.update(value):
-          stopped_by = f"early stopping: no {config.train.monitor} improvement in " \
-                       f"{early.patience} evaluations"
+        stopped_by = hooks.after_eval(last_metrics, step, evaluator, run.chief) or stopped_by
       if boundaries.is_checkpoint(step) or stopped_by != "completed" or \
           run.checkpoint.stop_requested:
-        run.checkpoint.save(step, hook_state())
-      meter.reset()
+        run.checkpoint.save(step, {**hooks.state(), "timing": timing.saved()})
+      chunk.meter.reset()
       if run.checkpoint.stop_requested:
         stopped_by = "SIGTERM"
       if stopped_by != "completed":
         logging.info("stopping at step %d: %s", step, stopped_by)
         break
   finally:
-    sampler.stop()
+    chunk.sampler.stop()
     summaries.stop_profile()
     summaries.flush()
-  total = timing()
+  total = timing.totals()
   total["train_images_per_sec"] = (total["images"] / total["train_step_seconds"]
                                    if total["train_step_seconds"] else None)
-  return _finish(run, step, stopped_by, last_metrics, best, sampler.summary(), total)
+  return _finish(run, step, stopped_by, last_metrics, hooks.best, chunk.sampler.summary(), total)
+
+
+class _ChunkRunner:
+  """Runs the compiled multi-step loop up to the next boundary and logs what it did."""
+
+  def __init__(self, run: _Run, iterator, summaries: RunSummaries):
+    self.run_, self.iterator, self.summaries = run, iterator, summaries
+    self.train_loop = _make_train_loop(run)
+    self.meter = hooks_lib.ThroughputMeter(run.config.input.global_batch_size)
+    self.sampler = DeviceSampler(interval_s=1.0)
+    self.sampler.start()
+
+  def run(self, step: int, n: int, timing: _Timing) -> int:
+    """Runs up to n steps from `step`; returns the step reached.
+
+    Raises:
+      NonFiniteLossError: a loss was NaN/Inf (names the step and the last checkpoint).
+      ShardIntegrityError: a record could not be read (names the shard and record).
+    """
+    run, config = self.run_, self.run_.config
+    profile = config.train.profile_steps
+    if profile and step == profile[0]:
+      self.summaries.start_profile()
+    start = time.perf_counter()
+    try:
+      sums, wait_sec, first_bad, done = self.train_loop(self.iterator, tf.constant(n, tf.int32))
+    except tf.errors.DataLossError as e:
+      raise integrity.corrupt_record_error(config.input.data_dir, run.manifest,
+                                           config.input.split, e) from e
+    seconds = time.perf_counter() - start
+    hooks_lib.check_finite(int(first_bad), step, run.checkpoint.manager.latest_checkpoint)
+    step += int(done)
+    timing.add(seconds, int(done) * config.input.global_batch_size)
+    if profile and step >= profile[1]:
+      self.summaries.stop_profile()
+    logs = _train_logs(run, sums, float(wait_sec), seconds, self.meter, step)
+    _log_progress(step, run, logs)
+    system = {f"system/{k}": v for k, v in self.sampler.latest().items()
+              if isinstance(v, (int, float))}
+    self.summaries.scalars("train", step, {**logs, **system})
+    return step
 
 
 def _setup(config: ExperimentConfig) -> _Run:
-  train_config = config.train.validate()
+  manifest = read_run_manifest(config)
+  config = resolve_experiment(config, manifest)
+  train_config = config.train
   strategy_lib.configure_devices(train_config.cpu_devices, train_config.gpu_memory_limit_mb)
   keras.utils.set_random_seed(train_config.seed)
   if train_config.deterministic:
@@ -181,19 +234,11 @@ def _setup(config: ExperimentConfig) -> _Run:
   logging.info("precision: %s (%s)", policy, why)
   use_jit, jit_why = strategy_lib.resolve_jit(train_config.jit_compile, strategy)
   logging.info("XLA: %s (%s)", "on" if use_jit else "off", jit_why)
-  precision.apply_precision(policy)
-  manifest = pipeline.read_manifest(config.input.data_dir)
-  classes = pipeline.num_classes(manifest, config.input.task, config.input.label_attribute)
-  config.check_monitor(classes, _eval_classes_present(config, manifest))
-  num_outputs = 1 if config.input.task == "attribute" else classes
-  config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                 num_outputs=num_outputs))
-  with strategy.scope():
+  with strategy.scope(), precision.policy(policy):
     model = build_model(config.model)
   estimate = memory.estimate_memory(model)
   config = _resolve_batch(config, strategy, estimate, policy, use_jit)
   logging.info(estimate.describe(config.input.global_batch_size))
-  config.input.validate(manifest)
   integrity.check_shards(config.input.data_dir, manifest,
                          sorted({config.input.split, config.eval_split}), config.input.verify_shards)
   num_train = manifest["splits"][config.input.split]["num_examples"]
@@ -218,10 +263,8 @@ def _build_run(config: ExperimentConfig, strategy, model, policy: str, use_jit: 
   train_config = config.train
   num_outputs = config.model.num_outputs
   prepare_run_dir(config, chief)
-  weights = (tuple(pipeline.class_weights(manifest, config.input.task,
-                                          config.input.label_attribute).values())
-             if train_config.class_weighting else None)
-  spec = TaskSpec(config.input.task, num_outputs, train_config.label_smoothing, weights)
+  spec = TaskSpec(TASKS.get(config.input.task), num_outputs, train_config.label_smoothing,
+                  class_weights(config, manifest))
   with strategy.scope():
     scale = tf.Variable(1.0, trainable=False, name="lr_scale",
                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -241,16 +284,6 @@ def _build_run(config: ExperimentConfig, strategy, model, policy: str, use_jit: 
                              scale, train_config.keep_checkpoints)
   return _Run(config, strategy, model, optimizer, schedule, ema, checkpoint, spec, use_jit, policy,
               chief, worker_dir, steps_per_epoch, total_steps, lock, manifest)
-
-
-def _eval_classes_present(config: ExperimentConfig, manifest: dict) -> int | None:
-  """How many classes occur in the eval split, where the manifest counts them."""
-  if config.eval_split not in manifest["splits"] or (
-      manifest["source"] == "celeba" and config.input.task != "attribute"):
-    return None
-  counts = pipeline.class_counts(manifest, config.input.task, config.input.label_attribute,
-                                 config.eval_split)
-  return sum(count > 0 for count in counts)
 
 
 def _resolve_batch(config: ExperimentConfig, strategy, estimate, policy: str,
@@ -280,17 +313,18 @@ def trial_step(config: ExperimentConfig, per_replica_batch: int, policy: str,
   Raises:
     tf.errors.ResourceExhaustedError: the step does not fit the device's memory.
   """
-  model = build_model(config.model)
+  with precision.policy(policy):
+    model = build_model(config.model)
   train_config = config.train
   schedule = LearningRate(train_config.learning_rate, 1, kind="constant")
   optimizer = make_optimizer(train_config, schedule, precision.needs_loss_scaling(policy))
   optimizer.build(model.trainable_variables)
   ema = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay else None
-  spec = TaskSpec(config.input.task, config.model.num_outputs)
-  step = make_train_step(spec, model, optimizer, per_replica_batch, ema)
+  task = TASKS.get(config.input.task)
+  step = make_train_step(TaskSpec(task, config.model.num_outputs), model, optimizer,
+                         per_replica_batch, ema)
   images = tf.zeros([per_replica_batch, *config.model.image_size, 3], config.input.output_dtype)
-  labels = (tf.zeros([per_replica_batch, config.model.num_outputs], tf.float32)
-            if config.input.task == "attributes" else tf.zeros([per_replica_batch], tf.int32))
+  labels = task.zero_labels(per_replica_batch, config.model.num_outputs)
   compiled = tf.function(step, jit_compile=use_jit)
   logging.info("batch_size=auto: trial step at %d per replica (%s, %s, XLA %s)",
                per_replica_batch, type(optimizer).__name__, policy, "on" if use_jit else "off")
@@ -314,101 +348,6 @@ def _make_train_loop(run: _Run):
   if not measure_wait:
     logging.info("deterministic: input-wait fraction not measured (tf.timestamp is disabled)")
   return make_train_loop(run.strategy, step_fn, run.use_jit, measure_wait)
-
-
-def make_train_loop(strategy: tf.distribute.Strategy, step_fn, use_jit: bool,
-                    measure_wait: bool = True):
-  """One tf.function running up to n steps of `step_fn` over a distributed iterator.
-
-  Returns train_loop(iterator, n) -> (sums of the step's outputs, seconds blocked on
-  input, index of the first non-finite loss or -1, steps done).
-  """
-  if use_jit:
-    step_fn = tf.function(step_fn, jit_compile=True)
-  sum_op = tf.distribute.ReduceOp.SUM
-
-  @tf.function
-  def train_loop(iterator, num_steps):
-    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    wait = tf.constant(0.0, tf.float64)
-    first_bad, done = tf.constant(-1), tf.constant(0)
-    for i in tf.range(num_steps):
-      if measure_wait:
-        before = tf.timestamp()
-        with tf.control_dependencies([before]):
-          images, labels = next(iterator)
-        arrived = tf.nest.flatten(strategy.experimental_local_results((images, labels)))
-        with tf.control_dependencies(arrived):
-          wait += tf.timestamp() - before
-      else:
-        images, labels = next(iterator)
-      out = strategy.run(step_fn, args=(images, labels))
-      out = {k: strategy.reduce(sum_op, v, axis=None) for k, v in out.items()}
-      totals = {k: totals[k] + out[k] for k in totals}
-      done = i + 1
-      if not tf.math.is_finite(out["loss_sum"]):
-        first_bad = i
-        break
-    return totals, wait, first_bad, done
-
-  return train_loop
-
-
-def _make_sync_statistics(run: _Run):
-  """Averages the non-trainable variables (batch-norm moving statistics) over replicas.
-
-  Gradients are all-reduced, so trainable weights agree on every replica; the moving
-  statistics are updated from each replica's own batches and drift apart. Averaging
-  them before each evaluation, checkpoint and at the end gives every replica (and
-  every worker) the same, better-estimated statistics: what tf.keras' ON_READ/MEAN
-  variables returned when read.
-  """
-  strategy = run.strategy
-  variables = run.model.non_trainable_variables
-  if strategy.num_replicas_in_sync == 1 or not variables:
-    return lambda: None
-
-  def replica_fn():
-    context = tf.distribute.get_replica_context()
-    means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
-                               [tf.identity(v.value) for v in variables])
-    for variable, mean in zip(variables, means):
-      variable.assign(mean)
-
-  @tf.function
-  def sync():
-    strategy.run(replica_fn)
-
-  return sync
-
-
-class _Boundaries:
-  """Where the host loop must stop: logging, evaluation, checkpoints, profiling, the end."""
-
-  def __init__(self, config: ExperimentConfig, steps_per_epoch: int, total_steps: int):
-    t = config.train
-    self.total = total_steps
-    self.eval_every = t.eval_every or steps_per_epoch
-    self.checkpoint_every = t.checkpoint_every or steps_per_epoch
-    self.log_every = t.log_every or t.steps_per_loop
-    self.steps_per_loop = t.steps_per_loop
-    self.profile = t.profile_steps
-
-  def next_chunk(self, step: int) -> int:
-    stops = [self.total, _next_multiple(step, self.eval_every),
-             _next_multiple(step, self.checkpoint_every), _next_multiple(step, self.log_every)]
-    stops += [p for p in self.profile if p > step]
-    return max(1, min(min(stops) - step, self.steps_per_loop))
-
-  def is_eval(self, step: int) -> bool:
-    return step % self.eval_every == 0 or step >= self.total
-
-  def is_checkpoint(self, step: int) -> bool:
-    return step % self.checkpoint_every == 0 or step >= self.total
-
-
-def _next_multiple(step: int, every: int) -> int:
-  return (step // every + 1) * every
 
 
 def _train_logs(run: _Run, sums, wait_sec: float, seconds: float, meter, step: int) -> dict:

@@ -38,7 +38,7 @@ class MemoryEstimate:
 def estimate_memory(model: keras.Model, optimizer_slots: int = 2) -> MemoryEstimate:
   """Counts weights (4 bytes each, x (2 + slots)) and per-image activations."""
   params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-  compute_bytes = 2 if keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16") else 4
+  compute_bytes = 2 if model.compute_dtype in ("float16", "bfloat16") else 4
   activations = 0
   for layer in leaf_layers(model):
     try:

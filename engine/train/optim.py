@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-from engine.train.config import TrainConfig
+from engine.config import TrainConfig
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):

@@ -8,6 +8,9 @@ import os
 
 import tensorflow as tf
 
+from engine.config import ConfigError, TrainConfig
+from engine.monitor.machine import cpu_flags
+
 
 def configure_devices(cpu_devices: int = 0, gpu_memory_limit_mb: int = 0) -> None:
   """Splits the CPU into logical devices and/or caps GPU memory; call before TF runs ops.
@@ -107,3 +110,29 @@ def resolve_jit(jit_compile: str, strategy: tf.distribute.Strategy) -> tuple[boo
   if multi_cpu:
     return False, "mirrored over logical CPU devices: XLA cannot use their variables"
   return False, "CPU: oneDNN kernels without XLA are as fast for convnets here"
+
+
+# CPU features that run float16 math natively (Sapphire Rapids and later); elsewhere
+# TensorFlow emulates every float16 op on the CPU, far slower than float32.
+_CPU_FP16_FLAGS = ("avx512_fp16", "amx_fp16")
+
+
+def check_machine(train: TrainConfig) -> None:
+  """Refuses settings this machine cannot honour (lists its physical devices).
+
+  TrainConfig.validate() checks what contradicts itself on any machine; these depend on
+  whether there is a GPU.
+
+  Raises:
+    ConfigError: naming the flag and what to use instead.
+  """
+  if tf.config.list_physical_devices("GPU"):
+    return
+  if train.precision == "mixed_float16" and not cpu_flags() & set(_CPU_FP16_FLAGS):
+    raise ConfigError("--precision=mixed_float16 needs a GPU or a CPU with native float16 "
+                     "(AVX512_FP16/AMX_FP16); this machine has neither, so every float16 op "
+                     "would be emulated: use --precision=auto (mixed_bfloat16 or float32 here)")
+  if train.strategy == "mirrored" and train.cpu_devices < 2:
+    raise ConfigError(f"--strategy=mirrored without a GPU mirrors over logical CPU devices: "
+                     f"--cpu_devices={train.cpu_devices} gives one replica; set "
+                     f"--cpu_devices=2 or more, or use --strategy=one_device")

@@ -1,4 +1,4 @@
-"""What is trained: labels -> loss and accuracy for the three tasks, and the per-replica steps.
+"""What is trained: the task's loss and accuracy in the per-replica step, and the EMA.
 
 Kept apart from how it is trained (loop.py): the steps here are small pure functions,
 compiled once (optionally with XLA), returning sums that the loop reduces over replicas.
@@ -12,50 +12,28 @@ import keras
 import tensorflow as tf
 
 from engine.models.builder import variables_by_name
+from engine.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-  """The task's shape: `kind` from InputConfig.task, `num_outputs` of the model."""
+  """What the step optimises: the task (engine.tasks) at the model's number of outputs."""
 
-  kind: str                       # attribute | identity | attributes
+  task: Task
   num_outputs: int
   label_smoothing: float = 0.0
   class_weights: tuple[float, ...] | None = None
 
+  def per_example_loss(self, labels, logits):
+    """float32 loss per example (logits are float32 whatever the compute dtype)."""
+    return self.task.per_example_loss(labels, tf.cast(logits, tf.float32), self.num_outputs,
+                                      self.label_smoothing)
 
-def per_example_loss(spec: TaskSpec, labels, logits):
-  """float32 loss per example (logits are float32 whatever the compute dtype)."""
-  logits = tf.cast(logits, tf.float32)
-  smooth = spec.label_smoothing
-  if spec.kind == "identity":
-    onehot = tf.one_hot(labels, spec.num_outputs)
-    if smooth:
-      onehot = onehot * (1.0 - smooth) + smooth / spec.num_outputs
-    return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
-  targets = tf.cast(labels, tf.float32)
-  if spec.kind == "attribute":
-    logits = logits[:, 0]
-  if smooth:
-    targets = targets * (1.0 - smooth) + 0.5 * smooth
-  loss = tf.nn.sigmoid_cross_entropy_with_logits(targets, logits)
-  return tf.reduce_mean(loss, axis=-1) if spec.kind == "attributes" else loss
+  def per_example_correct(self, labels, logits):
+    return self.task.per_example_correct(labels, tf.cast(logits, tf.float32))
 
-
-def per_example_correct(spec: TaskSpec, labels, logits):
-  """1.0 per correctly classified example (the mean over attributes for multi-label)."""
-  logits = tf.cast(logits, tf.float32)
-  if spec.kind == "identity":
-    return tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-  if spec.kind == "attribute":
-    return tf.cast(tf.equal(tf.cast(logits[:, 0] > 0, tf.int32), labels), tf.float32)
-  return tf.reduce_mean(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), labels), tf.float32), -1)
-
-
-def example_weights(spec: TaskSpec, labels):
-  if spec.class_weights is None or spec.kind == "attributes":
-    return tf.ones(tf.shape(labels)[:1], tf.float32)
-  return tf.gather(tf.constant(spec.class_weights, tf.float32), labels)
+  def example_weights(self, labels):
+    return self.task.example_weights(labels, self.class_weights)
 
 
 def make_train_step(spec: TaskSpec, model: keras.Model, optimizer, global_batch_size: int,
@@ -71,8 +49,8 @@ def make_train_step(spec: TaskSpec, model: keras.Model, optimizer, global_batch_
   def step(images, labels):
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
-      losses = per_example_loss(spec, labels, logits)
-      loss = tf.reduce_sum(losses * example_weights(spec, labels)) / global_batch_size
+      losses = spec.per_example_loss(labels, logits)
+      loss = tf.reduce_sum(losses * spec.example_weights(labels)) / global_batch_size
       if model.losses:
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / replicas
@@ -82,7 +60,7 @@ def make_train_step(spec: TaskSpec, model: keras.Model, optimizer, global_batch_
     if ema is not None:
       ema.update(optimizer.iterations)
     return {"loss_sum": tf.reduce_sum(losses),
-            "correct": tf.reduce_sum(per_example_correct(spec, labels, logits)),
+            "correct": tf.reduce_sum(spec.per_example_correct(labels, logits)),
             "count": tf.cast(tf.shape(losses)[0], tf.float32)}
 
   return step

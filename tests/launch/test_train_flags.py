@@ -55,8 +55,9 @@ def test_batch_size_auto_and_bad_values(parse):
     parse("--data_dir=/d", "--batch_size=-3")
   with pytest.raises(ValueError, match="data_dir"):
     parse()
-  with pytest.raises(KeyError, match="resnet9000"):
-    parse("--data_dir=/d", "--backbone=resnet9000")
+  # Registry names are checked against the registries when the run resolves
+  # (tests/engine/test_resolve.py), after the flags.
+  assert parse("--data_dir=/d", "--backbone=resnet9000").model.backbone == "resnet9000"
 
 
 @pytest.mark.parametrize("train_flags, machine, message", [
@@ -72,11 +73,24 @@ def test_batch_size_auto_and_bad_values(parse):
 def test_check_machine(parse, monkeypatch, train_flags, machine, message):
   """What this machine cannot run is refused before the run starts, naming the flag."""
   config = parse("--data_dir=/d", *train_flags)
-  monkeypatch.setattr(experiment_flags, "cpu_flags", lambda: machine["cpu"])
-  monkeypatch.setattr(experiment_flags.tf.config, "list_physical_devices",
+  from engine.train import strategy
+  monkeypatch.setattr(strategy, "cpu_flags", lambda: machine["cpu"])
+  monkeypatch.setattr(strategy.tf.config, "list_physical_devices",
                       lambda kind=None: ["/physical_device:GPU:0"] if machine["gpu"] else [])
   if message is None:
-    experiment_flags.check_machine(config.train)
+    strategy.check_machine(config.train)
   else:
     with pytest.raises(ValueError, match=re.escape(message)):
-      experiment_flags.check_machine(config.train)
+      strategy.check_machine(config.train)
+
+
+def test_help_answers_without_importing_tensorflow():
+  """The flags and configs are plain Python: --helpfull never starts TensorFlow."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run([sys.executable, "-X", "importtime", "-m", "launch.train",
+                           "--helpfull"], cwd=root, capture_output=True, text=True, timeout=60)
+  assert "--backbone" in result.stdout, result.stderr[-2000:]  # absl's help exits with 1
+  imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+  assert "tensorflow" not in imported and "keras" not in imported

@@ -134,7 +134,7 @@ def test_contradictory_flags(celeba_dir, celeba_shards, tmp_path, module, args, 
 
 def _has_gpu_or_native_fp16() -> bool:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from engine.train.precision import cpu_flags  # pylint: disable=g-import-not-at-top
+  from engine.precision import cpu_flags  # pylint: disable=g-import-not-at-top
   return bool(tf.config.list_physical_devices("GPU") or cpu_flags() & {"avx512_fp16", "amx_fp16"})
 
 

@@ -15,7 +15,6 @@ from engine.data import schema
 from engine.data.sharding.config import ShardConfig, ShardingError
 from engine.data.sharding.records import SourceRecord
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "validation", "valid": "validation", "validation": "validation",
@@ -34,7 +33,7 @@ def _images(path: str) -> list[str]:
   for root, dirs, files in os.walk(path):
     dirs.sort()
     for name in sorted(files):
-      if name.lower().endswith(IMAGE_EXTENSIONS):
+      if name.lower().endswith(schema.IMAGE_EXTENSIONS):
         found.append(os.path.relpath(os.path.join(root, name), path))
   return found
 
@@ -75,7 +74,7 @@ def read_folder(config: ShardConfig) -> tuple[list[SourceRecord], dict]:
         entries.append((split_dirs.get(split_dir), class_name,
                         os.path.join(split_dir, class_name, rel)))
   if not entries:
-    raise ShardingError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    raise ShardingError(f"{root}: no images ({', '.join(schema.IMAGE_EXTENSIONS)}) found")
   splits = ([e[0] for e in entries] if split_dirs else _seeded_split(len(entries), config))
   records = []
   for (_, class_name, rel), split in zip(entries, splits):

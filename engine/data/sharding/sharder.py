@@ -10,6 +10,7 @@ import os
 import re
 import time
 
+from engine.atomic_write import atomic_write_json
 from engine.data import integrity, schema
 from engine.data.sharding import plan as planning
 from engine.data.sharding.celeba import read_celeba
@@ -28,14 +29,6 @@ _OWN_NAME = re.compile(r"^(%s)-(%s)\.tfrecord-\d{5}-of-\d{5}$|^%s$|^%s$" % (
 # Below this many images per worker a process pool costs more (a TensorFlow import per
 # worker, ~3 s) than it saves: copying bytes runs ~2,800 images/s per core, re-encoding ~400.
 _MIN_IMAGES_PER_WORKER = {"copy": 8000, "reencode": 1000}
-
-
-def _atomic_write_json(path: str, payload: dict) -> None:
-  tmp = path + TMP_SUFFIX
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def _image_shape(images: list[planning.CheckedImage], config: ShardConfig) -> list | None:
@@ -167,7 +160,7 @@ def shard_dataset(config: ShardConfig) -> dict:
                    config.output_dir)
       with open(manifest_path) as f:
         return json.load(f)
-  _atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": config.to_json()})
+  atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": config.to_json()})
   for name in os.listdir(config.output_dir):
     if name.endswith(TMP_SUFFIX) and _OWN_NAME.match(name[:-len(TMP_SUFFIX)]):
       os.remove(os.path.join(config.output_dir, name))  # leftovers of a killed run
@@ -190,7 +183,7 @@ def shard_dataset(config: ShardConfig) -> dict:
   _write_tfds_metadata(config, build_features(config.source, spec), plans)
   manifest = _manifest(config, facts, plans, images, skipped, image_shape,
                        time.perf_counter() - start, todo_images)
-  _atomic_write_json(manifest_path, manifest)
+  atomic_write_json(manifest_path, manifest)
   logging.info("wrote %s: %s", manifest_path,
                ", ".join(f"{s} {v['num_examples']}" for s, v in manifest["splits"].items()))
   return manifest

@@ -2,16 +2,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from engine.config import AugmentConfig
 from engine.data import augment as A
 
-CFG = A.AugmentConfig(flip=True, rotation_deg=15, zoom=0.2, translate=0.1, shear_deg=10,
+CFG = AugmentConfig(flip=True, rotation_deg=15, zoom=0.2, translate=0.1, shear_deg=10,
                       brightness=0.2, contrast=0.3, saturation=0.3, erasing_prob=1.0)
 OPS = {
-    "flip": lambda x, s: A.random_flip(x, s),
-    "rotation": lambda x, s: A.random_rotation(x, s, 20.0),
-    "zoom": lambda x, s: A.random_zoom(x, s, 0.2),
-    "translation": lambda x, s: A.random_translation(x, s, 0.2),
-    "shear": lambda x, s: A.random_shear(x, s, 15.0),
+    "flip": lambda x, s: A.random_geometry(x, s, AugmentConfig(flip=True)),
+    "rotation": lambda x, s: A.random_geometry(x, s, AugmentConfig(rotation_deg=20.0)),
+    "zoom": lambda x, s: A.random_geometry(x, s, AugmentConfig(zoom=0.2)),
+    "translation": lambda x, s: A.random_geometry(x, s, AugmentConfig(translate=0.2)),
+    "shear": lambda x, s: A.random_geometry(x, s, AugmentConfig(shear_deg=15.0)),
     "brightness": lambda x, s: A.random_brightness(x, s, 0.3),
     "contrast": lambda x, s: A.random_contrast(x, s, 0.5),
     "saturation": lambda x, s: A.random_saturation(x, s, 0.5),
@@ -40,14 +41,16 @@ def test_op_keeps_shape_and_range_eagerly_and_in_tf_data(name):
 
 def test_flip_mirrors_exactly():
   image = _image()
-  outs = [A.random_flip(image, tf.constant([s, 0])) for s in range(8)]
-  flipped = [o for o in outs if not np.array_equal(o.numpy(), image.numpy())]
-  assert flipped and np.array_equal(flipped[0].numpy(), image.numpy()[:, ::-1])
+  outs = [A.random_geometry(image, tf.constant([s, 0]), AugmentConfig(flip=True))
+          for s in range(8)]
+  flipped = [o for o in outs if not np.allclose(o.numpy(), image.numpy(), atol=1e-3)]
+  assert flipped and len(flipped) < len(outs)  # about half the draws
+  np.testing.assert_allclose(flipped[0].numpy(), image.numpy()[:, ::-1], atol=1e-3)
 
 
 def test_zero_magnitude_affine_is_identity():
   image = _image()
-  out = A.random_affine(image, tf.constant([1, 2]), A.AugmentConfig(rotation_deg=1e-9))
+  out = A.random_geometry(image, tf.constant([1, 2]), AugmentConfig(rotation_deg=1e-9))
   np.testing.assert_allclose(out.numpy(), image.numpy(), atol=1e-2)
 
 
@@ -79,7 +82,7 @@ def _tf_warp(images, matrices, output_size):
 
 @pytest.mark.parametrize("output_size", [(40, 32), (24, 20)])
 def test_batch_warp_matches_tensorflow_warp_inside_the_image(output_size):
-  config = A.AugmentConfig(flip=True, rotation_deg=15, shear_deg=8, zoom=0.1, translate=0.05)
+  config = AugmentConfig(flip=True, rotation_deg=15, shear_deg=8, zoom=0.1, translate=0.05)
   smooth = _smooth()
   images = tf.constant(np.stack([smooth, smooth[::-1]]), tf.float32)
   seed = tf.constant([5, 6])
@@ -93,18 +96,18 @@ def test_batch_warp_matches_tensorflow_warp_inside_the_image(output_size):
 
 def test_resize_only_warp_matches_tf_image_resize():
   images = tf.constant(_smooth(72, 60)[None], tf.float32)
-  ours = A.random_geometry(images, tf.constant([0, 0]), A.AugmentConfig(), (40, 32)).numpy()
+  ours = A.random_geometry(images, tf.constant([0, 0]), AugmentConfig(), (40, 32)).numpy()
   expected = tf.image.resize(images, (40, 32), method="bilinear").numpy()
   np.testing.assert_allclose(ours, expected, atol=0.5)  # half-pixel centres, like TF
   as_uint8 = tf.cast(images, tf.uint8)
-  uint8 = A.random_geometry(as_uint8, tf.constant([0, 0]), A.AugmentConfig(), (40, 32))
+  uint8 = A.random_geometry(as_uint8, tf.constant([0, 0]), AugmentConfig(), (40, 32))
   expected = tf.image.resize(as_uint8, (40, 32), method="bilinear").numpy()
   assert uint8.dtype == tf.uint8  # OpenCV rounds to the nearest level
   assert np.abs(uint8.numpy().astype(np.float32) - expected).max() <= 1.0
 
 
 def test_batch_warp_is_seeded_and_keeps_shape_in_tf_data():
-  config = A.AugmentConfig(rotation_deg=20)
+  config = AugmentConfig(rotation_deg=20)
   images = tf.stack([_image()] * 3)
   ds = tf.data.Dataset.from_tensors(images).repeat(2).map(
       lambda x: A.random_geometry(x, tf.constant([1, 1]), config))
@@ -117,7 +120,7 @@ def test_batch_warp_is_seeded_and_keeps_shape_in_tf_data():
 def test_flip_folds_into_the_batch_warp():
   images = tf.stack([_image(24, 20)] * 16)
   out = A.random_geometry(images, tf.constant([2, 3]),
-                          A.AugmentConfig(flip=True, rotation_deg=1e-6)).numpy()
+                          AugmentConfig(flip=True, rotation_deg=1e-6)).numpy()
   mirrored = [np.allclose(o, images[0].numpy()[:, ::-1], atol=1e-2) for o in out]
   kept = [np.allclose(o, images[0].numpy(), atol=1e-2) for o in out]
   assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)

@@ -7,7 +7,7 @@ import pytest
 
 from engine.data import integrity, schema
 from engine.data.integrity import ShardIntegrityError, verify_shards
-from engine.data.pipeline import read_manifest
+from engine.data.manifest import read_manifest, split_files
 from engine.data.sharding import ShardConfig, shard_dataset
 from tests.engine.data.damage import flip_byte, record_starts
 
@@ -121,7 +121,7 @@ def test_unknown_split_and_paths_outside_the_directory_are_refused(celeba_shards
 
 def test_locate_names_the_shard_and_record_of_a_flipped_byte(celeba_shards, tmp_path):
   out, manifest, _ = _copy(celeba_shards, tmp_path)
-  files = integrity.split_files(out, manifest, "train")
+  files = split_files(out, manifest, "train")
   assert integrity.locate_corrupt_record(files) is None
   flip_byte(files[2], record_starts(files[2])[5] + 12 + 40)  # inside record 5's data
   path, index, message = integrity.locate_corrupt_record(files)
@@ -131,7 +131,7 @@ def test_locate_names_the_shard_and_record_of_a_flipped_byte(celeba_shards, tmp_
 
 def test_locate_names_the_record_a_truncation_cut(celeba_shards, tmp_path):
   out, manifest, _ = _copy(celeba_shards, tmp_path)
-  files = integrity.split_files(out, manifest, "validation")
+  files = split_files(out, manifest, "validation")
   os.truncate(files[-1], record_starts(files[-1])[3] + 30)
   path, index, message = integrity.locate_corrupt_record(files)
   assert (path, index) == (files[-1], 3) and message.startswith("truncated record at")
@@ -140,10 +140,11 @@ def test_locate_names_the_record_a_truncation_cut(celeba_shards, tmp_path):
 def test_data_loss_while_reading_becomes_an_error_naming_the_shard(celeba_shards, tmp_path):
   import tensorflow as tf
 
-  from engine.data.pipeline import InputConfig, make_dataset
+  from engine.data.pipeline import make_dataset
+  from engine.config import InputConfig
 
   out, manifest, _ = _copy(celeba_shards, tmp_path)
-  files = integrity.split_files(out, manifest, "validation")
+  files = split_files(out, manifest, "validation")
   flip_byte(files[1], record_starts(files[1])[2] + 12 + 40)
   dataset = make_dataset(InputConfig(out, split="validation", training=False, image_size=(16, 16),
                                      global_batch_size=8))

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.data.augment import AugmentConfig
-from engine.data.integrity import split_files
-from engine.data.pipeline import (InputConfig, class_counts, class_weights, crop_window,
-                                  eval_records, make_dataset, num_classes, read_manifest)
+from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
+from engine.data.decode import crop_window
+from engine.data.manifest import read_manifest, split_files
+from engine.data.pipeline import eval_records, make_dataset
+from engine.resolve import class_weights
+from engine.tasks import TASKS
 from tests.engine.data.damage import flip_byte, record_starts, replace_image
 
 
@@ -74,13 +76,15 @@ def test_identity_and_multilabel_tasks(celeba_shards, task, dtype, shape):
   assert labels.dtype == dtype and labels.shape == shape
   manifest = read_manifest(celeba_shards)
   if task == "identity":
-    assert 0 <= int(tf.reduce_min(labels)) and int(tf.reduce_max(labels)) < num_classes(manifest, task)
+    classes = TASKS.get(task).num_classes(manifest, "Male")
+    assert 0 <= int(tf.reduce_min(labels)) and int(tf.reduce_max(labels)) < classes
 
 
 def test_class_weights_balance_the_manifest_counts(celeba_shards):
   manifest = read_manifest(celeba_shards)
   counts = manifest["splits"]["train"]["class_counts"]["Male"]
-  weights = class_weights(manifest, "attribute", "Male")
+  weights = class_weights(ExperimentConfig(InputConfig(celeba_shards), ModelConfig(),
+                                           TrainConfig(class_weighting=True)), manifest)
   assert weights[0] * counts["0"] == pytest.approx(weights[1] * counts["1"])
 
 
@@ -165,7 +169,7 @@ def test_cache_auto_prefers_decoded_images_when_they_fit(celeba_shards, caplog, 
   caplog.set_level("INFO")
   make_dataset(_config(celeba_shards))
   assert "cache=decoded" in caplog.text
-  monkeypatch.setattr("engine.data.pipeline.DECODED_CACHE_MAX_BYTES", 1000)
+  monkeypatch.setattr("engine.data.cache.DECODED_CACHE_MAX_BYTES", 1000)
   make_dataset(_config(celeba_shards))
   assert "cache=memory (encoded bytes in memory" in caplog.text
   with pytest.raises(ValueError, match="random_resized_crop"):
@@ -195,14 +199,19 @@ def _eval_examples(shards, **kwargs):
   return [np.concatenate([b[i].numpy() for b in ds]) for i in range(3)]
 
 
-def test_skip_loses_a_corrupt_record_and_the_rest_of_its_shard_only(celeba_shards, tmp_path):
+def test_skip_loses_a_corrupt_record_and_the_rest_of_its_shard_only(celeba_shards, tmp_path,
+                                                                   caplog):
   out, files = _private_copy(celeba_shards, tmp_path)
   per_file = [s["num_examples"] for s in read_manifest(out)["splits"]["validation"]["shards"]]
   flip_byte(files[0], record_starts(files[0])[2] + 12 + 40)  # record 2 of the first shard
   with pytest.raises(tf.errors.DataLossError):
     _eval_examples(out)
-  images, labels, mask = _eval_examples(out, on_bad_record="skip")
+  with caplog.at_level("WARNING"):
+    images, labels, mask = _eval_examples(out, on_bad_record="skip")
   kept = [*range(2), *range(per_file[0], sum(per_file))]  # TFRecordDataset cannot resync
+  # The skip is counted and logged, naming the shard and the record.
+  assert f"{files[0]}: record 2 (counted from 0) is unreadable" in caplog.text
+  assert f"{32 - len(kept)} of 32 records skipped" in caplog.text
   clean_images, clean_labels, _ = _eval_examples(celeba_shards)
   assert mask.sum() == len(kept) == 32 - (per_file[0] - 2) and len(mask) % 10 == 0
   assert mask[:len(kept)].all() and not mask[len(kept):].any()  # padding only at the end
@@ -244,8 +253,9 @@ def test_eval_on_shards_without_a_train_split(validation_only_dir, validation_on
   """Shards of CelebA's validation partition alone (to evaluate a model trained elsewhere)."""
   manifest = read_manifest(validation_only_shards)
   expected = _labels_of(validation_only_dir, "1", "Male")
-  assert num_classes(manifest, "attribute", "Male") == 2
-  assert class_counts(manifest, "attribute", "Male", "validation") == [
+  attribute = TASKS.get("attribute")
+  assert attribute.num_classes(manifest, "Male") == 2
+  assert attribute.class_counts(manifest, "Male", "validation") == [
       expected.count(0), expected.count(1)]
   ds = make_dataset(InputConfig(validation_only_shards, split="validation", training=False,
                                 image_size=(16, 16), global_batch_size=64))
@@ -254,6 +264,6 @@ def test_eval_on_shards_without_a_train_split(validation_only_dir, validation_on
   with pytest.raises(ValueError, match=r"no split 'train'; has \['validation'\]"):
     make_dataset(InputConfig(validation_only_shards))
   with pytest.raises(ValueError, match="no training identities"):
-    num_classes(manifest, "identity")
-  with pytest.raises(ValueError, match=r"no split 'train' to count classes in; has \['valid"):
-    class_weights(manifest, "attribute")
+    TASKS.get("identity").num_classes(manifest, "Male")
+  with pytest.raises(ValueError, match=r"no split 'train'; has \['valid"):
+    attribute.class_counts(manifest, "Male", "train")

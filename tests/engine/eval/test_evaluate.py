@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.data.pipeline import InputConfig, make_dataset, read_manifest
+from engine.data.manifest import read_manifest
+from engine.data.pipeline import make_dataset
+from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval.evaluate import EvalConfig, evaluate
-from engine.models import ModelConfig, build_model
-from engine.train.config import ExperimentConfig, TrainConfig
+from engine.models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -136,3 +137,31 @@ def test_a_damaged_split_is_named_or_skipped_and_counted(run, celeba_shards, tmp
   assert report["manifest_examples"] == 32 and 0 < report["num_examples"] < 32
   assert report["skipped_examples"] == 32 - report["num_examples"]
   assert report["metrics"]["num_examples"] == report["num_examples"]
+
+
+def test_slices_ranked_with_intervals_in_json_console_and_tensorboard(run, celeba_shards,
+                                                                     tmp_path, capsys):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model_dir, _ = run
+  output_json = str(tmp_path / "report.json")
+  report = evaluate(EvalConfig(model_dir, celeba_shards, split="train", batch_size=32,
+                               output_json=output_json))
+  ranking = report["fairness"]
+  rows = ranking["ranked"] + ranking["too_few"]
+  assert sorted(r["slice"] for r in rows) == sorted(
+      f"{name}={value}" for name, values in report["slices"]["by_attribute"].items()
+      for value in values)
+  assert all(r["count"] >= 30 for r in ranking["ranked"]) and ranking["ranked"]
+  assert all(r["count"] < 30 for r in ranking["too_few"])
+  gaps = [r["gap"] for r in ranking["ranked"]]
+  assert gaps == sorted(gaps, reverse=True)
+  assert all(r["ci_low"] <= r["error"] <= r["ci_high"] for r in rows)
+  assert ranking["overall_error"] == pytest.approx(1 - report["metrics"]["accuracy"])
+  with open(output_json) as f:
+    assert json.load(f)["fairness"]["ranked"][0]["slice"] == ranking["ranked"][0]["slice"]
+  assert "error by slice, worst first" in capsys.readouterr().out
+  tags = set()
+  for path in glob.glob(os.path.join(model_dir, "eval_train", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"fairness", "fairness/largest_gap", "slice_error/Eyeglasses=1"} <= tags

@@ -15,7 +15,7 @@ import tensorflow as tf
 from engine.eval.export import export, labels_path, to_stock_keras
 from engine.models.batch_norm import FusedBatchNorm
 from engine.models.preprocessing import Preprocess
-from engine.train.restore import load_model
+from engine.run.restore import load_model
 from tests.engine.eval.test_predict import write_run_dir
 
 

@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from engine.data.pipeline import InputConfig, make_dataset
+from engine.data.pipeline import make_dataset
+from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval import faces
-from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, class_names, load_image,
+from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, load_image, run_class_names,
                                  predict)
-from engine.models import ModelConfig, build_model
-from engine.train.config import ExperimentConfig, TrainConfig
+from engine.models import build_model
 
 
 def write_run_dir(model_dir, data_dir="/nonexistent/shards", backbone="tiny_resnet",
@@ -247,17 +247,17 @@ def _config(data_dir, task="attribute", attribute="Male", num_outputs=1):
 
 
 def test_class_names(celeba_shards, tmp_path):
-  assert class_names(_config(celeba_shards)) == ["female", "male"]
-  assert class_names(_config(celeba_shards, attribute="Smiling")) == ["not_Smiling", "Smiling"]
-  assert class_names(_config(celeba_shards, "attributes", num_outputs=4)) == [
+  assert run_class_names(_config(celeba_shards)) == ["female", "male"]
+  assert run_class_names(_config(celeba_shards, attribute="Smiling")) == ["not_Smiling", "Smiling"]
+  assert run_class_names(_config(celeba_shards, "attributes", num_outputs=4)) == [
       "Eyeglasses", "Male", "Smiling", "Young"]
-  assert class_names(_config(tmp_path / "gone")) == ["female", "male"]
-  assert class_names(_config(tmp_path / "gone", "identity", num_outputs=3)) == ["0", "1", "2"]
+  assert run_class_names(_config(tmp_path / "gone")) == ["female", "male"]
+  assert run_class_names(_config(tmp_path / "gone", "identity", num_outputs=3)) == ["0", "1", "2"]
   folder = tmp_path / "folder_shards"
   folder.mkdir()
   (folder / "manifest.json").write_text(json.dumps({"source": "folder",
                                                     "class_names": ["cat", "dog", "eel"]}))
-  assert class_names(_config(folder, "identity", num_outputs=3)) == ["cat", "dog", "eel"]
+  assert run_class_names(_config(folder, "identity", num_outputs=3)) == ["cat", "dog", "eel"]
 
 
 def test_detect_faces_reports_no_face(run_dir, tmp_path):

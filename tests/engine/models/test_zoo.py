@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from engine.models import BACKBONES, HEADS, ModelConfig, build_model
+from engine.models import BACKBONES, HEADS, build_model
+from engine.config import ModelConfig
 from engine.models.batch_norm import FusedBatchNorm
 
 

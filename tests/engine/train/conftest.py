@@ -7,10 +7,7 @@ import dataclasses
 import keras
 import pytest
 
-from engine.data.augment import AugmentConfig
-from engine.data.pipeline import InputConfig
-from engine.models import ModelConfig
-from engine.train.config import ExperimentConfig, TrainConfig
+from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 
 
 def tiny_experiment(shards: str, model_dir: str, **train_overrides) -> ExperimentConfig:

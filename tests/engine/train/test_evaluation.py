@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.train.evaluation import make_predict_fn, predict_padded
+from engine.eval.inference import make_predict_fn, predict_padded
 
 
 def _column_model():

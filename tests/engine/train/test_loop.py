@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from engine.data.integrity import ShardIntegrityError
 from engine.train import train
 from engine.train.hooks import NonFiniteLossError
-from engine.train.restore import load_model
+from engine.run.restore import load_model
 from tests.engine.data.damage import flip_byte, record_starts
 from tests.engine.train.conftest import tiny_experiment
 
@@ -75,7 +75,7 @@ def test_restored_model_reproduces_validation_accuracy(trained_run):
     best = json.load(f)
   from engine.train.evaluation import Evaluator
   from engine.train.task import TaskSpec
-  metrics_again = Evaluator(restored_config, model, TaskSpec("attribute", 1)).run(
+  metrics_again = Evaluator(restored_config, model).run(
       0, _NoSummaries())
   assert metrics_again["val_accuracy"] == pytest.approx(best["val_accuracy"])
 
@@ -149,16 +149,16 @@ def test_non_finite_loss_stops_naming_the_step(celeba_shards, tmp_path):
 
 def _inject_nan_at_step(monkeypatch, bad_step: int) -> None:
   """Makes the loss of training step `bad_step` (counted from 1) NaN, in the compiled step."""
-  from engine.train import task
+  from engine.tasks import AttributeTask
   calls = tf.Variable(0, dtype=tf.int64, trainable=False)
-  real_loss = task.per_example_loss
+  real_loss = AttributeTask.per_example_loss
 
-  def loss_with_a_nan(spec, labels, logits):
+  def loss_with_a_nan(self, labels, logits, num_outputs, smoothing):
     calls.assign_add(1)
     nan = tf.where(calls == bad_step, float("nan"), 0.0)
-    return real_loss(spec, labels, logits) + nan
+    return real_loss(self, labels, logits, num_outputs, smoothing) + nan
 
-  monkeypatch.setattr(task, "per_example_loss", loss_with_a_nan)
+  monkeypatch.setattr(AttributeTask, "per_example_loss", loss_with_a_nan)
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
@@ -244,7 +244,7 @@ def test_batch_size_trial_is_the_real_compiled_step(celeba_shards, tmp_path, mon
 
 
 def test_a_second_trainer_on_a_locked_run_directory_is_refused(celeba_shards, tmp_path):
-  from engine.train.run_lock import RunLock, RunLockedError
+  from engine.run.lock import RunLock, RunLockedError
   holder = RunLock(str(tmp_path)).acquire()
   try:
     with pytest.raises(RunLockedError, match="in use by another trainer"):

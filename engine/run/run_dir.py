@@ -6,8 +6,8 @@ import json
 import logging
 import os
 
-from engine.train.checkpoint import atomic_write_json
-from engine.train.config import ExperimentConfig
+from engine.atomic_write import atomic_write_json
+from engine.config import ExperimentConfig
 
 # Fields a resumed run may change without becoming a different run.
 _RESUMABLE_CHANGES = {"train.epochs", "train.train_steps", "train.log_every", "train.profile_steps",

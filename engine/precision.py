@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import keras
 import tensorflow as tf
 
+from engine.monitor.machine import cpu_flags
+
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-  """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return set(line.split(":", 1)[1].split())
-  except OSError:
-    pass
-  return set()
 
 
 def resolve_precision(precision: str) -> tuple[str, str]:
@@ -43,12 +34,22 @@ def resolve_precision(precision: str) -> tuple[str, str]:
   return "float32", "CPU without AVX512_BF16/AMX: bf16 would be emulated (slower than float32)"
 
 
-def apply_precision(policy: str) -> None:
-  """Sets the global Keras dtype policy; build models after this call."""
-  if policy == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+@contextlib.contextmanager
+def policy(name: str):
+  """Builds layers under Keras dtype policy `name`, then puts the previous policy back.
+
+  Layers keep the policy they were built with, so a model built inside computes in `name`
+  everywhere it is used; nothing global outlives the block.
+  """
+  if name == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
     logging.warning("mixed_float16 on a CPU: runs, but float16 math is emulated and slow; "
                     "it is meant for NVIDIA GPUs")
-  keras.config.set_dtype_policy(policy)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
 
 
 def needs_loss_scaling(policy: str) -> bool:

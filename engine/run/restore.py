@@ -18,10 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from engine import precision
 from engine.models import build_model
 from engine.models.builder import variables_by_name
-from engine.train.checkpoint import EMA_KEY, MODEL_KEY
-from engine.train.config import ExperimentConfig
+from engine.run.checkpoint import EMA_KEY, MODEL_KEY
+from engine.config import ExperimentConfig
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _NAMED = "/by_name/"   # NamedVariables' attribute in the checkpoint's object graph
@@ -71,9 +72,9 @@ def load_model(model_dir: str, checkpoint: str = "best"
     CheckpointMismatchError: the checkpoint is of another model; names what differs.
   """
   config = read_config(model_dir)
-  keras.config.set_dtype_policy("float32")
-  model = build_model(dataclasses.replace(config.model, weights="none", weights_path=None,
-                                          finetune="scratch"))
+  with precision.policy("float32"):  # the reference precision, whatever the run trained in
+    model = build_model(dataclasses.replace(config.model, weights="none", weights_path=None,
+                                            finetune="scratch"))
   kind, path = resolve_checkpoint(model_dir, checkpoint)
   if kind == "h5":
     _load_weights_file(model, path)

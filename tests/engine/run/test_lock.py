@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.train.run_lock import RunLock, RunLockedError
+from engine.run.lock import RunLock, RunLockedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -25,7 +25,7 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path):
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from engine.train.run_lock import RunLock; "
+      [sys.executable, "-c", "import sys, time; from engine.run.lock import RunLock; "
        f"lock = RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
       cwd=REPO, stdout=subprocess.PIPE, text=True)
   try:

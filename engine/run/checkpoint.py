@@ -132,10 +132,3 @@ def remove_worker_directory(path: str) -> None:
   """Non-chief workers write throw-away checkpoints (MultiWorkerMirroredStrategy needs every
   worker to save); they are removed when the run ends."""
   shutil.rmtree(path, ignore_errors=True)
-
-
-def atomic_write_json(path: str, payload: dict) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)

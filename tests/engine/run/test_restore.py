@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.data.pipeline import InputConfig
-from engine.models import ModelConfig, build_model
-from engine.train.checkpoint import RunCheckpoint, VariableList
-from engine.train.config import ExperimentConfig, TrainConfig
-from engine.train.restore import CheckpointMismatchError, load_model
+from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
+from engine.models import build_model
+from engine.run.checkpoint import RunCheckpoint, VariableList
+from engine.run.restore import CheckpointMismatchError, load_model
 from engine.train.task import WeightAverage
 
 _PIXELS = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")

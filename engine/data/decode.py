@@ -1,0 +1,88 @@
+"""Decoding a stored JPEG: DCT-scaled or cropped in the decoder, resized, in the output dtype.
+
+Shared by the input pipeline and prediction, so both cut and resize the same pixels.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from engine.config import InputConfig
+
+
+def decode_ratio(config: InputConfig, manifest: dict) -> int:
+  """JPEG DCT scaling (1/2/4/8) when stored images are much larger than the target."""
+  shape = manifest.get("image_shape")
+  if not shape or config.crop_box is not None or config.augment.random_resized_crop and \
+      config.training:
+    return 1
+  ratio = 1
+  while ratio < 8 and min(shape[0] / (ratio * 2) / config.image_size[0],
+                          shape[1] / (ratio * 2) / config.image_size[1]) >= 1.0:
+    ratio *= 2
+  return ratio
+
+
+def crop_window(image_shape, crop_box) -> tf.Tensor:
+  """[top, left, height, width] pixels of `crop_box` (fractions) in an image of image_shape.
+
+  Shared by the pipeline (fused decode_and_crop_jpeg) and prediction (crop of a decoded
+  image), so both cut exactly the same pixels.
+  """
+  h, w = tf.cast(image_shape[0], tf.float32), tf.cast(image_shape[1], tf.float32)
+  top, left, height, width = crop_box
+  window = tf.round(tf.stack([top * h, left * w, height * h, width * w]))
+  return tf.maximum(tf.cast(window, tf.int32), [0, 0, 1, 1])
+
+
+def decode_jpeg(encoded, config: InputConfig, ratio: int):
+  if config.crop_box is not None:  # fused: only the face box is decoded
+    window = crop_window(tf.image.extract_jpeg_shape(encoded), config.crop_box)
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+  return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+
+
+def decode_resized(encoded, seed, config: InputConfig, ratio: int):
+  """Encoded JPEG -> float32 [H, W, 3] at config.image_size, in [0, 255].
+
+  The per-example resize, for images that cannot be batched at their decoded size
+  (mixed sizes, a random resized crop) and for evaluation.
+  """
+  if config.training and config.augment.random_resized_crop:
+    shape = tf.image.extract_jpeg_shape(encoded)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=config.augment.crop_scale,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)  # fused: decodes only the crop
+  else:
+    image = decode_jpeg(encoded, config, ratio)
+  # Bilinear without antialiasing: CelebA's 218x178 -> 128 px is a mild downscale, and
+  # the antialiased kernel costs 50% more than the decode-ceiling's plain resize.
+  image = tf.image.resize(image, config.image_size, method="bilinear")
+  image.set_shape([*config.image_size, 3])
+  return image
+
+
+def decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int, int] | None:
+  """The (H, W) every training image decodes to, if it is one size; else None.
+
+  Such images are batched straight after the decode, and one warp per batch does the
+  resize together with the geometric augmentation: cheaper than a per-example resize.
+  """
+  shape = manifest.get("image_shape")
+  if not config.training or not shape or config.augment.random_resized_crop:
+    return None
+  if config.crop_box is not None:
+    with tf.init_scope():  # the same rounding as the in-graph crop, computed once
+      _, _, height, width = (int(v) for v in crop_window(shape, config.crop_box).numpy())
+    return height, width
+  return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
+
+
+def to_output_dtype(image, dtype: tf.DType):
+  """Pixels in [0, 255] -> `dtype`; uint8 rounds to the nearest level and clips."""
+  if dtype == tf.uint8 and image.dtype != tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return tf.cast(image, dtype)
