@@ -12,8 +12,9 @@ import sys
 
 from absl import app, flags, logging
 
-from engine.bench.faults import (FaultsConfig, failure_details, format_table, ordered_names,
-                                 run_fault_campaign)
+from engine.bench.faults import (SCENARIOS, FaultsConfig, failure_details, format_table,
+                                 ordered_names, run_fault_campaign)
+from launch import usage
 
 _ONLY = flags.DEFINE_list("only", [], "Scenarios to run (default all): "
                           + ", ".join(ordered_names()))
@@ -28,6 +29,10 @@ _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every row he
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  unknown = [name for name in _ONLY.value if name not in SCENARIOS]
+  if unknown:
+    raise app.UsageError(f"--only: unknown scenario(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(ordered_names())}")
   report = run_fault_campaign(FaultsConfig(
       work_dir=_WORK_DIR.value, only=tuple(_ONLY.value), kills=_KILLS.value, seed=_SEED.value,
       timeout_s=_TIMEOUT.value, output_json=_OUTPUT_JSON.value))
@@ -41,4 +46,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  usage.run(main)
