@@ -12,7 +12,7 @@ from engine.bench.faults import cli, data, training  # noqa: F401  (registers th
 from engine.bench.faults.rows import SCENARIOS, FaultRow, ordered_names
 from engine.bench.faults.workspace import FaultsConfig, Workspace
 
-_COLUMNS = (("fault", 50), ("what the user sees", 120), ("data lost", 44), ("verdict", 7))
+_COLUMNS = (("fault", 50), ("what the user sees", 120), ("data lost", 46), ("verdict", 7))
 
 
 def selected_names(only: tuple[str, ...]) -> list[str]:

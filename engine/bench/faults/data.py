@@ -128,8 +128,7 @@ def corrupt_record_in_evaluation(workspace: Workspace) -> Outcome:
   return Outcome(workspace.shown(line), "none (nothing reported)", checks)
 
 
-@scenario("corrupt_record_skipped_in_training", "flipped train record, --on_bad_record=skip",
-          4)
+@scenario("corrupt_record_skipped_in_training", "train record flipped, --on_bad_record=skip", 4)
 def corrupt_record_skipped_in_training(workspace: Workspace) -> Outcome:
   checks = Checks()
   data_dir, file_name = _damaged_copy(workspace, "corrupt_record_skipped_in_training", "train",
@@ -156,7 +155,7 @@ def corrupt_record_skipped_in_training(workspace: Workspace) -> Outcome:
 
 
 @scenario("corrupt_record_skipped_in_evaluation",
-          "flipped validation record, evaluate --on_bad_record=skip", 4)
+          "validation record flipped, --on_bad_record=skip", 4)
 def corrupt_record_skipped_in_evaluation(workspace: Workspace) -> Outcome:
   checks = Checks()
   data_dir, file_name = _damaged_copy(workspace, "corrupt_record_skipped_in_evaluation",
@@ -173,12 +172,13 @@ def corrupt_record_skipped_in_evaluation(workspace: Workspace) -> Outcome:
                 and skipped == expected["num_examples"] - evaluated,
                 f"the report counts the skipped examples ({evaluated} evaluated + {skipped} "
                 f"skipped vs the manifest's {expected['num_examples']})")
-  said = [line for line in result.stdout.splitlines()
-          if f"of the manifest's {expected['num_examples']}" in line]
+  said = [match[0] for match in map(re.compile(
+      rf"\d+ examples of the manifest's {expected['num_examples']}( \([^)]*\))?").search,
+      result.stdout.splitlines()) if match]
   checks.expect(bool(said), "the printed report says it is on fewer examples than the manifest's")
   if checks.failed:
     checks.note(workspace.shown(result.describe()))
-  sees = said[0] if said else result.error_line()
+  sees = f"exit 0; the report is on {said[0]}" if said else result.error_line()
   lost = (f"{skipped} of {expected['num_examples']} examples, said in the report" if skipped
           else "-")
   return Outcome(workspace.shown(sees), lost, checks)

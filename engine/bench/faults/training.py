@@ -47,8 +47,8 @@ def kill_at_random_steps(workspace: Workspace) -> Outcome:
   final = expect.resume_equals_reference(workspace, checks, model_dir)
   sees = (f"{len(killed_at)} kills at steps {killed_at}, then exit {final.returncode}; final "
           f"weights {'==' if expect.same_weights(workspace, model_dir) else '!='} uninterrupted")
-  lost = (f"{sum(redone)} steps redone in all, at most {max(redone, default=0)} per kill "
-          f"(ckpt every {CHECKPOINT_EVERY})")
+  lost = (f"{sum(redone)} steps redone, max {max(redone, default=0)} per kill (ckpt every "
+          f"{CHECKPOINT_EVERY})")
   return Outcome(sees, lost, checks)
 
 
