@@ -120,7 +120,7 @@ def contradictory_flags(workspace: Workspace) -> Outcome:
 
 @scenario("fp16_on_this_cpu", "--precision=mixed_float16 on this CPU", 11)
 def fp16_on_this_cpu(workspace: Workspace) -> Outcome:
-  from engine.train.precision import cpu_flags
+  from engine.monitor.machine import cpu_flags
   if cpu_flags() & {"avx512_fp16", "amx_fp16"}:  # native float16: it must simply train
     checks = Checks()
     model_dir = workspace.fresh_dir("fp16_on_this_cpu")

@@ -51,7 +51,7 @@ def kill_in_checkpoint(save_number: int) -> None:
 
 
 def disk_full_at_save(save_number: int) -> None:
-  from engine.train.checkpoint import RunCheckpoint
+  from engine.run.checkpoint import RunCheckpoint
   real_save = RunCheckpoint.save
   saves = [0]
 
@@ -70,30 +70,28 @@ def disk_full_at_save(save_number: int) -> None:
 
 def nan_at_step(step: int) -> None:
   import tensorflow as tf
-  from engine.train import task
+  from engine.train.task import TaskSpec
   # Created before the trainer configures devices; fine for the one-device runs used here.
   calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="fault_loss_calls")
-  real_loss = task.per_example_loss
+  real_loss = TaskSpec.per_example_loss
 
-  def loss_with_a_nan(spec, labels, logits):
+  def loss_with_a_nan(self, labels, logits):
     calls.assign_add(1)
-    return real_loss(spec, labels, logits) + tf.where(calls == step, float("nan"), 0.0)
+    return real_loss(self, labels, logits) + tf.where(calls == step, float("nan"), 0.0)
 
-  task.per_example_loss = loss_with_a_nan
+  TaskSpec.per_example_loss = loss_with_a_nan
 
 
 def emulated_fp16(_: int = 0) -> None:
-  from launch import experiment_flags
-  real_check = getattr(experiment_flags, "check_machine", None)
-  if real_check is None:  # no machine check: nothing stands in the way
-    return
+  from engine.train import strategy
+  real_check = strategy.check_machine
 
   def check_machine(train):
     if train.precision == "mixed_float16":
       train = dataclasses.replace(train, precision="float32")  # the other checks still apply
     return real_check(train)
 
-  experiment_flags.check_machine = check_machine
+  strategy.check_machine = check_machine
 
 
 FAULTS = {"kill_in_checkpoint": kill_in_checkpoint, "disk_full_at_save": disk_full_at_save,
