@@ -101,8 +101,7 @@ def resolve_checkpoint(model_dir: str, checkpoint: str) -> tuple[str, str]:
   if checkpoint == "latest":
     prefix = tf.train.latest_checkpoint(checkpoints_dir)
     if not prefix:
-      raise FileNotFoundError(f"{checkpoints_dir}: no training checkpoint; "
-                              f"{_available(checkpoints_dir)}")
+      raise FileNotFoundError(f"{checkpoints_dir}: no training checkpoint yet")
     return "tf", prefix
   prefix = (os.path.join(checkpoints_dir, f"ckpt-{checkpoint}") if checkpoint.isdigit()
             else checkpoint)
