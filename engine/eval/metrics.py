@@ -91,21 +91,8 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
   Raises:
     ValueError: on mismatched shapes, labels outside [0, C), or no unmasked example.
   """
-  probs = np.asarray(probs, np.float64)
-  labels = np.asarray(labels).reshape(-1)
-  if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
-    raise ValueError(f"probs must be [N, C] with N = {labels.shape[0]} labels; got {probs.shape}")
+  labels, probs = _checked_single_label(labels, probs, class_names, mask)
   num_classes = probs.shape[1]
-  if num_classes < 2 or len(class_names) != num_classes:
-    raise ValueError(f"need C >= 2 probability columns and C class names; got {num_classes} "
-                     f"columns and {len(class_names)} names")
-  kept = _kept(mask, labels.shape[0])
-  labels, probs = labels[kept].astype(np.int64), probs[kept]
-  if not labels.size:
-    raise ValueError("no examples left after masking")
-  if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f"labels must be in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")
-
   predictions = probs.argmax(axis=1)
   every_class = np.arange(num_classes)
   precision, recall, f1, support = skm.precision_recall_fscore_support(
@@ -124,21 +111,44 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
       **_averages(labels, predictions),
   }
   result["f1_macro"] = result["macro_avg"]["f1"]
-  result["confusion_matrix"] = None
-  result["roc_auc"] = None
-  if num_classes <= max_confusion_classes:
-    result["confusion_matrix"] = skm.confusion_matrix(
-        labels, predictions, labels=every_class).tolist()
-    if num_classes == 2:
-      result["roc_auc"] = roc_auc(labels == 1, probs[:, 1])
-    else:  # sklearn's multi_class="ovr" refuses a split missing a class: skip those instead
-      aucs = [roc_auc(labels == c, probs[:, c]) for c in range(num_classes)]
-      aucs = [a for a in aucs if a is not None]
-      result["roc_auc"] = float(np.mean(aucs)) if aucs else None
+  result.update(_confusion_and_auc(labels, probs, predictions, max_confusion_classes))
   if num_classes > 5:
     result["top5_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=5,
                                                              labels=every_class))
   return result
+
+
+def _checked_single_label(labels, probs, class_names, mask) -> tuple[np.ndarray, np.ndarray]:
+  """(int64 labels, float64 probs) of the unmasked examples, or ValueError saying what is off."""
+  probs = np.asarray(probs, np.float64)
+  labels = np.asarray(labels).reshape(-1)
+  if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+    raise ValueError(f"probs must be [N, C] with N = {labels.shape[0]} labels; got {probs.shape}")
+  num_classes = probs.shape[1]
+  if num_classes < 2 or len(class_names) != num_classes:
+    raise ValueError(f"need C >= 2 probability columns and C class names; got {num_classes} "
+                     f"columns and {len(class_names)} names")
+  kept = _kept(mask, labels.shape[0])
+  labels, probs = labels[kept].astype(np.int64), probs[kept]
+  if not labels.size:
+    raise ValueError("no examples left after masking")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise ValueError(f"labels must be in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")
+  return labels, probs
+
+
+def _confusion_and_auc(labels, probs, predictions, max_classes: int) -> dict:
+  """The confusion matrix and ROC-AUC, or None for both above `max_classes` classes."""
+  num_classes = probs.shape[1]
+  if num_classes > max_classes:
+    return {"confusion_matrix": None, "roc_auc": None}
+  matrix = skm.confusion_matrix(labels, predictions, labels=np.arange(num_classes)).tolist()
+  if num_classes == 2:
+    return {"confusion_matrix": matrix, "roc_auc": roc_auc(labels == 1, probs[:, 1])}
+  # sklearn's multi_class="ovr" refuses a split missing a class: skip those instead
+  aucs = [roc_auc(labels == c, probs[:, c]) for c in range(num_classes)]
+  aucs = [a for a in aucs if a is not None]
+  return {"confusion_matrix": matrix, "roc_auc": float(np.mean(aucs)) if aucs else None}
 
 
 def multilabel_metrics(labels01: np.ndarray, probs: np.ndarray, names: Sequence[str],
