@@ -52,11 +52,11 @@ def test_damage_record_breaks_that_record_and_no_earlier_one(tmp_path, how):
   assert read == [bytes([i]) * (100 + i) for i in range(3)]
 
 
-def test_huge_png_is_a_real_image_of_that_size_in_a_small_file(tmp_path):
+def test_huge_png_is_a_real_image_of_that_size_in_a_small_file(tmp_path, monkeypatch):
   path = str(tmp_path / "huge.png")
   write_huge_png(path, side=20_000)
   assert os.path.getsize(path) < 200_000
-  Image.MAX_IMAGE_PIXELS = None
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's global: restored after
   with Image.open(path) as image:
     assert image.size == (20_000, 20_000)
     image.verify()  # every chunk's CRC and the compressed stream

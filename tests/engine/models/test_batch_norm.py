@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from engine import precision
+
 from engine.models.batch_norm import FusedBatchNorm, batch_norm_layer
 
 X = np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 6)).astype("float32")
@@ -11,9 +13,8 @@ TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 0.05, "mixed_float16": 5e-3}
 
 @pytest.fixture
 def policy(request):
-  keras.config.set_dtype_policy(request.param)
-  yield request.param
-  keras.config.set_dtype_policy("float32")
+  with precision.policy(request.param):
+    yield request.param
 
 
 def _pair(momentum=0.9):

@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from engine.models import BACKBONES, HEADS, build_model
+from engine import precision
 from engine.config import ModelConfig
+from engine.models import BACKBONES, HEADS, build_model
 from engine.models.batch_norm import FusedBatchNorm
 
 
@@ -30,11 +31,8 @@ def test_heads_give_float32_logits(head, extra):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_computes_low_and_outputs_float32(policy):
-  keras.config.set_dtype_policy(policy)
-  try:
+  with precision.policy(policy):
     model = build_model(ModelConfig("tiny_resnet", image_size=(32, 32)))
-  finally:
-    keras.config.set_dtype_policy("float32")
   bn = [l for l in model.get_layer("tiny_resnet").layers if isinstance(l, FusedBatchNorm)]
   assert bn and bn[0].compute_dtype == policy.split("_")[1]
   assert model(np.zeros((1, 32, 32, 3), "float32")).dtype == "float32"
@@ -137,11 +135,8 @@ def test_more_hand_written_counts(name, params):
 def test_every_backbone_builds_with_fused_bn(name, policy):
   spec = BACKBONES.get(name)
   size = max(spec.min_image_size, 32)
-  keras.config.set_dtype_policy(policy)
-  try:
+  with precision.policy(policy):
     model = build_model(ModelConfig(name, image_size=(size, size), num_outputs=2))
-  finally:
-    keras.config.set_dtype_policy("float32")
   out = model(np.zeros((1, size, size, 3), "float32"))
   assert out.shape == (1, 2) and out.dtype == "float32"
   assert not any(type(l) is keras.layers.BatchNormalization

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import pytest
 
 from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
@@ -22,19 +21,10 @@ def tiny_experiment(shards: str, model_dir: str, **train_overrides) -> Experimen
       train=TrainConfig(**train))
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-  """The trainer sets a global Keras dtype policy; every test starts and ends in float32."""
-  keras.config.set_dtype_policy("float32")
-  yield
-  keras.config.set_dtype_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def trained_run(celeba_shards, tmp_path_factory):
   """(config, summary) of one finished 3-epoch run."""
   from engine.train import train
   config = tiny_experiment(celeba_shards, str(tmp_path_factory.mktemp("run") / "model"))
   summary = train(config)
-  keras.config.set_dtype_policy("float32")
   return dataclasses.replace(config), summary

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import keras
 import pytest
 import tensorflow as tf
 
+from engine import precision
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.models import build_model
-from engine import precision
 from engine.train import memory
 from engine.train.optim import LearningRate
 
@@ -33,11 +32,8 @@ def test_memory_estimate_grows_with_batch_and_shrinks_with_bf16():
   estimate = memory.estimate_memory(model)
   assert estimate.params == sum(int(tf.size(v)) for v in model.trainable_variables)
   assert estimate.total_mb(64) > estimate.total_mb(8) > estimate.weights_mb
-  keras.config.set_dtype_policy("mixed_bfloat16")
-  try:
+  with precision.policy("mixed_bfloat16"):
     half = memory.estimate_memory(build_model(ModelConfig("tiny_resnet", image_size=(32, 32))))
-  finally:
-    keras.config.set_dtype_policy("float32")
   assert half.activations_mb_per_image == pytest.approx(estimate.activations_mb_per_image / 2)
   assert "GB at batch 64" in estimate.describe(64)
 
