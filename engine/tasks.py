@@ -146,6 +146,12 @@ def _attribute_key(name: str) -> str:
   return schema.flat_key(schema.ATTRIBUTES, name)
 
 
+def _smoothed_binary_targets(labels, smoothing: float):
+  """0/1 labels as float32 targets, pulled towards 1/2 by `smoothing` (sigmoid losses)."""
+  targets = tf.cast(labels, tf.float32)
+  return targets * (1.0 - smoothing) + 0.5 * smoothing if smoothing else targets
+
+
 def _int_feature() -> tf.io.FixedLenFeature:
   return tf.io.FixedLenFeature([], tf.int64)
 
@@ -214,9 +220,7 @@ class AttributeTask(_Softmax):
     return lambda features: tf.cast(features[key], tf.int32)
 
   def per_example_loss(self, labels, logits, num_outputs, smoothing):
-    targets = tf.cast(labels, tf.float32)
-    if smoothing:
-      targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    targets = _smoothed_binary_targets(labels, smoothing)
     return tf.nn.sigmoid_cross_entropy_with_logits(targets, logits[:, 0])
 
   def per_example_correct(self, labels, logits):
@@ -302,9 +306,7 @@ class AttributesTask(Task):
     return None
 
   def per_example_loss(self, labels, logits, num_outputs, smoothing):
-    targets = tf.cast(labels, tf.float32)
-    if smoothing:
-      targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    targets = _smoothed_binary_targets(labels, smoothing)
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(targets, logits), axis=-1)
 
   def per_example_correct(self, labels, logits):
