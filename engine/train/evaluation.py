@@ -27,12 +27,12 @@ class Evaluator:
   """Runs the validation split through the model (EMA weights when kept)."""
 
   def __init__(self, config: ExperimentConfig, model: keras.Model,
-               ema: WeightAverage | None = None):
+               ema: WeightAverage | None = None, manifest: dict | None = None):
     self.config, self.model, self.ema = config, model, ema
     self.task = TASKS.get(config.input.task)
-    manifest = read_manifest(config.input.data_dir)
-    self.manifest = manifest
-    self.names = self.task.class_names(manifest, config.input.label_attribute)
+    # The trainer passes the manifest it already read; other callers let it be read here.
+    self.manifest = manifest or read_manifest(config.input.data_dir)
+    self.names = self.task.class_names(self.manifest, config.input.label_attribute)
     self.input = dataclasses.replace(
         config.input, split=config.eval_split, training=False,
         global_batch_size=min(EVAL_BATCH, max(config.input.global_batch_size, 1)))

@@ -139,7 +139,7 @@ class _Timing:
 def _train(run: _Run, started: float) -> dict:
   config = run.config
   summaries = RunSummaries(config.train.model_dir, enabled=run.chief)
-  evaluator = Evaluator(config, run.model, run.ema)
+  evaluator = Evaluator(config, run.model, run.ema, run.manifest)
   state = run.checkpoint.restore()
   hooks, timing = _Hooks(run, state), _Timing(started, state.get("timing", {}))
   step = int(run.checkpoint.step.numpy())
