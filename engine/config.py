@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 
 OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
 BAD_RECORD_POLICIES = ("error", "skip")
+AUGMENT_PLACES = ("auto", "host", "device")
 SHARD_CHECKS = ("fast", "full", "off")  # see integrity.verify_shards
 
 
@@ -68,6 +69,16 @@ class InputConfig:
   TensorFlow logs each drop ("Error raised with error message ...", without the file);
   eval datasets then hold fewer examples than the manifest lists (count the mask).
 
+  `augment_on`: where training augmentation runs: "host" (in the tf.data pipeline, the
+  geometric warp by OpenCV through tf.numpy_function), "device" (the pipeline only decodes
+  and batches; the compiled train step augments, engine/data/device_augment.py) or "auto"
+  (resolved by the trainer, the reason logged).
+
+  `tf_data_service`: "grpc://HOST:PORT" of a tf.data service dispatcher: the training
+  pipeline (decode, crop, batch) then runs on the service's workers, each example handed
+  out at most once per epoch (dynamic sharding); evaluation stays local. Needs
+  augmentation on the device and is not deterministic (workers race for the next file).
+
   `verify_shards`: how the trainer and evaluator check the shards against manifest.json
   before reading them: "fast" (sizes and each file's first/last 64 KiB), "full" (SHA-256
   of every byte) or "off".
@@ -81,6 +92,7 @@ class InputConfig:
   global_batch_size: int = 64
   training: bool = True
   augment: AugmentConfig = AugmentConfig()
+  augment_on: str = "auto"
   shuffle_buffer: int = 4096
   seed: int = 0
   deterministic: bool = False
@@ -103,6 +115,10 @@ class InputConfig:
     if self.on_bad_record not in BAD_RECORD_POLICIES:
       raise ValueError(f"on_bad_record must be one of {BAD_RECORD_POLICIES}, "
                        f"got {self.on_bad_record!r}")
+    if self.augment_on not in AUGMENT_PLACES:
+      raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {self.augment_on!r}")
+    if self.tf_data_service:
+      self._validate_service()
     if self.verify_shards not in SHARD_CHECKS:
       raise ValueError(f"verify_shards must be one of {SHARD_CHECKS}, got {self.verify_shards!r}")
     if self.crop_box is not None:
@@ -113,6 +129,62 @@ class InputConfig:
                          f"got {self.crop_box}")
       if self.augment.random_resized_crop:
         raise ValueError("crop_box and random_resized_crop both choose the crop; use one")
+    return self
+
+  def _validate_service(self) -> None:
+    if self.augment_on == "host":
+      raise ValueError("augment_on=host cannot run with tf_data_service: the host path warps "
+                       "with OpenCV through tf.numpy_function, Python that a tf.data service "
+                       "worker cannot run; use augment_on=device (or auto)")
+    if self.deterministic:
+      raise ValueError("deterministic contradicts tf_data_service: its workers race for the "
+                       "next file (dynamic sharding), so the batch order differs run to run")
+    service_address(self.tf_data_service)  # raises on a malformed address
+
+
+def service_address(target: str, name: str = "tf_data_service") -> tuple[str, str, int]:
+  """"grpc://HOST:PORT" (or "HOST:PORT") -> (protocol, host, port); ValueError otherwise."""
+  protocol, _, address = target.rpartition("://")
+  host, _, port = address.rpartition(":")
+  if protocol not in ("", "grpc") or not host or not port.isdigit():
+    raise ValueError(f"{name} must be grpc://HOST:PORT, got {target!r}")
+  return protocol or "grpc", host, int(port)
+
+
+SERVICE_ROLES = ("dispatcher", "worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataServiceConfig:
+  """One tf.data service server (python -m launch.data_service; engine/data/service.py).
+
+  Attributes:
+    role: dispatcher or worker.
+    port: the port to serve on (0: any free one; a dispatcher wants a fixed one).
+    work_dir: dispatcher: a directory for its journal (fault-tolerant mode: restarted on
+      the same port and work_dir it resumes its jobs). Empty: no journal.
+    worker_timeout_ms: dispatcher: a worker silent this long is dropped from the jobs.
+    dispatcher: worker: HOST:PORT (or grpc://HOST:PORT) of the dispatcher.
+    worker_host: worker: the name trainers reach this worker by (default: the hostname).
+  """
+
+  role: str
+  port: int = 0
+  work_dir: str = ""
+  worker_timeout_ms: int = 10_000
+  dispatcher: str = ""
+  worker_host: str = ""
+
+  def validate(self) -> "DataServiceConfig":
+    _one_of("role", self.role, SERVICE_ROLES)
+    if not 0 <= self.port < 65536:
+      raise ValueError(f"port must be in [0, 65535], got {self.port}")
+    if self.worker_timeout_ms < 1:
+      raise ValueError(f"worker_timeout_ms must be >= 1, got {self.worker_timeout_ms}")
+    if self.role == "worker":
+      if not self.dispatcher:
+        raise ValueError("a worker needs --dispatcher=HOST:PORT")
+      service_address(self.dispatcher, "dispatcher")
     return self
 
 

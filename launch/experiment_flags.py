@@ -28,7 +28,9 @@ flags.DEFINE_string("batch_size", str(_I.global_batch_size),
                     "Global batch size, or 'auto' (largest that fits the device).")
 flags.DEFINE_string("cache", _I.cache, "auto | decoded | memory (encoded bytes) | none | a file path (encoded bytes).")
 flags.DEFINE_enum("balance", _I.balance, ["none", "resample"], "Balanced class sampling.")
-flags.DEFINE_string("tf_data_service", None, "grpc://host:port of a tf.data service dispatcher.")
+flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(python -m launch.data_service): the training input then runs on its "
+                    "workers; evaluation stays local.")
 flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")
 flags.DEFINE_enum("on_bad_record", _I.on_bad_record, ["error", "skip"],
                   "An unreadable record: error (names the shard and record) or skip (drops it "
@@ -49,6 +51,10 @@ flags.DEFINE_float("contrast", _A.contrast, "Contrast jitter, fraction.")
 flags.DEFINE_float("saturation", _A.saturation, "Saturation jitter, fraction.")
 flags.DEFINE_bool("random_resized_crop", _A.random_resized_crop, "Inception-style crops.")
 flags.DEFINE_float("erasing_prob", _A.erasing_prob, "Random-erasing probability.")
+flags.DEFINE_enum("augment_on", _I.augment_on, ["auto", "host", "device"],
+                  "Where augmentation runs: host (tf.data, OpenCV warp), device (inside the "
+                  "compiled train step) or auto (device on a GPU or with --tf_data_service, "
+                  "else the faster one here; the choice and reason are logged).")
 # Model.
 flags.DEFINE_string("backbone", _M.backbone, "Registered backbone (python -m launch.models).")
 flags.DEFINE_string("head", _M.head, "linear | deep | mlp.")
@@ -106,7 +112,7 @@ def experiment_config_from_flags() -> ExperimentConfig:
   train = TrainConfig(**train_kwargs).validate()
   input_config = InputConfig(
       data_dir=F.data_dir, task=F.task, label_attribute=F.label_attribute, image_size=size,
-      global_batch_size=batch, augment=augment, seed=train.seed, deterministic=train.deterministic,
+      global_batch_size=batch, augment=augment, augment_on=F.augment_on, seed=train.seed, deterministic=train.deterministic,
       cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
       crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None,
       on_bad_record=F.on_bad_record, verify_shards=F.verify_shards)

@@ -106,55 +106,58 @@ def warp(images, matrices, output_size):
   return tf.ensure_shape(warped, [images.shape[0], out_h, out_w, images.shape[-1]])
 
 
-@_as_batch
-def random_geometry(images, seed, config: AugmentConfig, output_size=None):
-  """Flip and the affine part of `config`, plus a resize to `output_size`, as one warp."""
-  shape = images.shape
-  source_size = (shape[1], shape[2])
+def _source_and_output_size(images, output_size):
+  source_size = (images.shape[1], images.shape[2])
   if None in source_size:
-    raise ValueError(f"random_geometry needs static image sizes, got {shape}")
-  output_size = tuple(output_size or source_size)
+    raise ValueError(f"augmentation needs static image sizes, got {images.shape}")
+  return source_size, tuple(output_size or source_size)
+
+
+@_as_batch
+def random_geometry(images, seed, config: AugmentConfig, output_size=None, warp_fn=warp):
+  """Flip and the affine part of `config`, plus a resize to `output_size`, as one warp.
+
+  `warp_fn(images, matrices, output_size)` does the sampling: OpenCV on the host (`warp`),
+  or pure TensorFlow that XLA compiles (`engine.data.device_augment.bilinear_warp`).
+  """
+  source_size, output_size = _source_and_output_size(images, output_size)
   if not config.geometric and output_size == source_size:
     return images
   matrices = geometry_matrices(seed, tf.shape(images)[0], output_size, config, source_size)
-  return warp(images, matrices, output_size)
+  return warp_fn(images, matrices, output_size)
 
 
-@_as_batch
-def random_brightness(images, seed, delta: float):
-  """Adds a uniform offset in [-delta, delta] x 255 per image."""
-  offset = _draw(seed, tf.shape(images)[0], delta) * 255.0
-  return tf.clip_by_value(images + _per_image(offset), 0.0, 255.0)
+# Photometric ops and erasing: each draws its per-image values (`*_params`, from a seed)
+# apart from applying them (`apply_*`), so the values can be drawn in the input pipeline
+# and applied on the device: XLA's stateless random kernels draw other numbers than
+# TensorFlow's from the same seed, and both paths must draw the same.
 
 
 def _factors(seed, n, amount):
   return 1.0 + _draw(seed, n, amount)
 
 
-@_as_batch
-def random_contrast(images, seed, amount: float):
-  """Scales each channel's distance from its mean by a factor in [1 - a, 1 + a] per image."""
-  factor = _per_image(_factors(seed, tf.shape(images)[0], amount))
+def apply_brightness(images, offsets):
+  return tf.clip_by_value(images + _per_image(offsets), 0.0, 255.0)
+
+
+def apply_contrast(images, factors):
   mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-  return tf.clip_by_value((images - mean) * factor + mean, 0.0, 255.0)
+  return tf.clip_by_value((images - mean) * _per_image(factors) + mean, 0.0, 255.0)
 
 
-@_as_batch
-def random_saturation(images, seed, amount: float):
-  """Scales HSV saturation by a factor in [1 - a, 1 + a] per image."""
-  factor = _factors(seed, tf.shape(images)[0], amount)
+def apply_saturation(images, factors):
   hsv = tf.image.rgb_to_hsv(images / 255.0)
-  saturation = tf.clip_by_value(hsv[..., 1] * factor[:, None, None], 0.0, 1.0)
+  saturation = tf.clip_by_value(hsv[..., 1] * factors[:, None, None], 0.0, 1.0)
   hsv = tf.stack([hsv[..., 0], saturation, hsv[..., 2]], axis=-1)
   return tf.clip_by_value(tf.image.hsv_to_rgb(hsv) * 255.0, 0.0, 255.0)
 
 
-@_as_batch
-def random_erasing(images, seed, prob: float, area=(0.02, 0.2), aspect=(0.3, 3.3)):
-  """With probability `prob` per image, fills one random rectangle with its mean colour."""
+def erasing_boxes(seed, n, size, prob: float, area=(0.02, 0.2), aspect=(0.3, 3.3)):
+  """[n, 4] rectangles (top, left, height, width) in pixels of a `size` image; height 0
+  where an image (with probability 1 - prob) is not erased."""
   s_apply, s_area, s_aspect, s_y, s_x = _sub_seeds(seed, 5)
-  shape = tf.shape(images)
-  n, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+  h, w = (float(v) for v in size)
   target = tf.random.stateless_uniform([n], s_area, *area) * h * w
   ratio = tf.exp(tf.random.stateless_uniform([n], s_aspect, math.log(aspect[0]),
                                              math.log(aspect[1])))
@@ -163,40 +166,111 @@ def random_erasing(images, seed, prob: float, area=(0.02, 0.2), aspect=(0.3, 3.3
   # Uniform top-left corners over the positions where the rectangle fits.
   y0 = tf.floor(tf.random.stateless_uniform([n], s_y) * (h - eh + 1))
   x0 = tf.floor(tf.random.stateless_uniform([n], s_x) * (w - ew + 1))
-  ys = tf.range(h)[None, :, None]
-  xs = tf.range(w)[None, None, :]
-  inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None]) &
-            (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]))
   apply = tf.random.stateless_uniform([n], s_apply) < prob
+  return tf.stack([y0, x0, tf.where(apply, eh, 0.0), ew], axis=1)
+
+
+def apply_erasing(images, boxes):
+  """Fills each image's rectangle with the image's mean colour."""
+  y0, x0, eh, ew = (boxes[:, i, None, None] for i in range(4))
+  ys = tf.range(images.shape[1], dtype=tf.float32)[None, :, None]
+  xs = tf.range(images.shape[2], dtype=tf.float32)[None, None, :]
+  inside = (ys >= y0) & (ys < y0 + eh) & (xs >= x0) & (xs < x0 + ew)
   fill = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-  return tf.where(_per_image(apply) & inside[..., None], fill, images)
+  return tf.where(inside[..., None], fill, images)
 
 
 @_as_batch
-def random_photometric(images, seed, config: AugmentConfig):
+def random_brightness(images, seed, delta: float):
+  """Adds a uniform offset in [-delta, delta] x 255 per image."""
+  return apply_brightness(images, _draw(seed, tf.shape(images)[0], delta) * 255.0)
+
+
+@_as_batch
+def random_contrast(images, seed, amount: float):
+  """Scales each channel's distance from its mean by a factor in [1 - a, 1 + a] per image."""
+  return apply_contrast(images, _factors(seed, tf.shape(images)[0], amount))
+
+
+@_as_batch
+def random_saturation(images, seed, amount: float):
+  """Scales HSV saturation by a factor in [1 - a, 1 + a] per image."""
+  return apply_saturation(images, _factors(seed, tf.shape(images)[0], amount))
+
+
+@_as_batch
+def random_erasing(images, seed, prob: float, area=(0.02, 0.2), aspect=(0.3, 3.3)):
+  """With probability `prob` per image, fills one random rectangle with its mean colour."""
+  size = _source_and_output_size(images, None)[0]
+  return apply_erasing(images, erasing_boxes(seed, tf.shape(images)[0], size, prob, area, aspect))
+
+
+def photometric_params(seed, n, size, config: AugmentConfig) -> dict:
+  """The per-image values of every enabled photometric op for n images of `size`."""
+  seeds = _sub_seeds(seed, 4)
+  params = {}
+  if config.brightness:
+    params["brightness"] = _draw(seeds[0], n, config.brightness) * 255.0
+  if config.contrast:
+    params["contrast"] = _factors(seeds[1], n, config.contrast)
+  if config.saturation:
+    params["saturation"] = _factors(seeds[2], n, config.saturation)
+  if config.erasing_prob:
+    params["erasing"] = erasing_boxes(seeds[3], n, size, config.erasing_prob)
+  return params
+
+
+_APPLY_PHOTOMETRIC = (("brightness", apply_brightness), ("contrast", apply_contrast),
+                      ("saturation", apply_saturation), ("erasing", apply_erasing))
+
+
+def apply_photometric(images, params: dict):
   """Brightness, contrast, saturation, then erasing, in float; returns the input dtype."""
-  if not config.photometric:
+  if not params:
     return images
   dtype = images.dtype
   x = tf.cast(images, tf.float32)
-  seeds = _sub_seeds(seed, 4)
-  if config.brightness:
-    x = random_brightness(x, seeds[0], config.brightness)
-  if config.contrast:
-    x = random_contrast(x, seeds[1], config.contrast)
-  if config.saturation:
-    x = random_saturation(x, seeds[2], config.saturation)
-  if config.erasing_prob:
-    x = random_erasing(x, seeds[3], config.erasing_prob)
+  for name, apply_op in _APPLY_PHOTOMETRIC:
+    if name in params:
+      x = apply_op(x, params[name])
   if dtype.is_integer:
     x = tf.round(x)
   return tf.cast(x, dtype)
 
 
 @_as_batch
+def random_photometric(images, seed, config: AugmentConfig):
+  """Brightness, contrast, saturation, then erasing, in float; returns the input dtype."""
+  size = _source_and_output_size(images, None)[0]
+  return apply_photometric(images, photometric_params(seed, tf.shape(images)[0], size, config))
+
+
+def augment_params(seed, n, config: AugmentConfig, output_size, source_size) -> dict:
+  """Every per-image value `augment` draws for n images: the warp's output->source maps
+  (when anything moves or resizes) and the photometric values."""
+  s_geometry, s_photometric = _sub_seeds(seed, 2)
+  params = {}
+  if config.geometric or tuple(output_size) != tuple(source_size):
+    params["matrices"] = geometry_matrices(s_geometry, n, output_size, config, source_size)
+  params.update(photometric_params(s_photometric, n, output_size, config))
+  return params
+
+
+def apply_augment(images, params: dict, output_size, warp_fn=warp):
+  """The warp (when `params` has matrices), then the photometric ops, as `params` say."""
+  if "matrices" in params:
+    images = warp_fn(images, params["matrices"], tuple(output_size))
+  return apply_photometric(images, params)
+
+
+@_as_batch
 def augment(images, seed, config: AugmentConfig, output_size=None):
   """Every enabled op of `config`: one warp (with the resize to `output_size`), then the
-  photometric ops and erasing. Batches `[B, H, W, 3]` (the pipeline) or one image."""
-  s_geometry, s_photometric = _sub_seeds(seed, 2)
-  images = random_geometry(images, s_geometry, config, output_size)
-  return random_photometric(images, s_photometric, config)
+  photometric ops and erasing. Batches `[B, H, W, 3]` (the pipeline) or one image.
+
+  The host path; the device path (device_augment.py) applies the same `augment_params`,
+  drawn from the same batch seed in the input pipeline.
+  """
+  source_size, output_size = _source_and_output_size(images, output_size)
+  params = augment_params(seed, tf.shape(images)[0], config, output_size, source_size)
+  return apply_augment(images, params, output_size)

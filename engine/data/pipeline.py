@@ -20,8 +20,8 @@ import logging
 import tensorflow as tf
 
 from engine.config import InputConfig
-from engine.data import decode, integrity, schema
-from engine.data.augment import augment
+from engine.data import decode, integrity, schema, service
+from engine.data.augment import augment, augment_params
 from engine.data.cache import choose_cache
 from engine.data.manifest import read_manifest, split_files
 from engine.tasks import TASKS, Task
@@ -79,8 +79,11 @@ def _seeds(seed: int) -> tf.data.Dataset:
 
 
 def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext | None = None,
-                 skip_batches: int = 0) -> tf.data.Dataset:
+                 skip_batches: int = 0, service_job: str | None = None) -> tf.data.Dataset:
   """Builds the pipeline; training yields (images, labels), eval (images, labels, mask).
+
+  With `augment_on=device` a training element is ((uint8 pixels at the decoded size, their
+  augment_params), labels): the train step augments (engine/data/device_augment.py).
 
   Args:
     config: what to read and how.
@@ -90,9 +93,25 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
       `deterministic` it then sees exactly the batches an uninterrupted run would.
       The skip happens before decoding (or on cached decoded images), so it is cheap.
       Before the decode it counts records, so images that on_bad_record=skip drops
-      shift the resumed batches (not bit-exact then).
+      shift the resumed batches (not bit-exact then). Through a tf.data service only
+      the seeds skip (the service hands out files dynamically, nothing to replay).
+    service_job: training through `config.tf_data_service`: the job name every trainer
+      of one run shares (they then split the job's batches between them).
   """
-  parts = _Parts.of(config.validate(), read_manifest(config.data_dir), input_context)
+  config.validate()
+  if config.training and config.tf_data_service:  # evaluation stays local
+    ds = service.distribute(service_source(config, input_context), config.tf_data_service,
+                            service_job)
+    return with_augment_params(ds, config, skip_batches)
+  ds = _batched(config, input_context, skip_batches)
+  if config.training and config.augment_on == "device":
+    ds = with_augment_params(ds, config, skip_batches)
+  return ds
+
+
+def _batched(config: InputConfig, input_context, skip_batches: int) -> tf.data.Dataset:
+  """Records -> batches, augmented unless the device does it; prefetched."""
+  parts = _Parts.of(config, read_manifest(config.data_dir), input_context)
   ds = _cached(_records(config, parts.manifest, input_context), parts)
   ds = _train_batches(ds, parts, skip_batches) if config.training else _eval_batches(ds, parts)
   options = tf.data.Options()
@@ -100,12 +119,39 @@ def make_dataset(config: InputConfig, input_context: tf.distribute.InputContext 
   options.autotune.enabled = True
   # We shard files ourselves (_records); tf.distribute must not shard again.
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-  ds = ds.with_options(options).prefetch(AUTOTUNE)
-  if config.tf_data_service:
-    ds = ds.apply(tf.data.experimental.service.distribute(
-        processing_mode="parallel_epochs", service=config.tf_data_service,
-        job_name=f"facetrain-{config.split}" if config.training else None))
-  return ds
+  return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def service_source(config: InputConfig, input_context=None) -> tf.data.Dataset:
+  """What a tf.data service worker runs: every file, decoded and batched, not augmented.
+
+  Pure TensorFlow ops (augmentation on the device; no numpy_function), batches of this
+  trainer's per-replica size, no skip (the service hands out files dynamically, there is
+  nothing to replay), no file shard (the service shards), no cache: a worker's cache
+  would replay its own first-epoch files and stop taking new ones from the dispatcher,
+  so a lost worker would lose those files for the rest of the run.
+  """
+  batch = (input_context.get_per_replica_batch_size(config.global_batch_size)
+           if input_context else config.global_batch_size)
+  return _batched(dataclasses.replace(config, global_batch_size=batch, cache="none",
+                                      augment_on="device"), None, 0)
+
+
+def with_augment_params(ds: tf.data.Dataset, config: InputConfig,
+                        skip_batches: int) -> tf.data.Dataset:
+  """(pixels, labels) -> ((pixels, augment_params), labels), for augmentation on the device.
+
+  The values are drawn from the seed the host path gives the same batch (see
+  _train_batches), so both paths draw the same.
+  """
+  def attach(batch, seed):
+    pixels, labels = batch
+    params = augment_params(seed, pixels.shape[0], config.augment, config.image_size,
+                            pixels.shape[1:3])
+    return (pixels, params), labels
+
+  seeds = _seeds(config.seed + 1).skip(skip_batches)
+  return tf.data.Dataset.zip((ds, seeds)).map(attach).prefetch(AUTOTUNE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +241,8 @@ def _train_batches(ds: tf.data.Dataset, parts: _Parts, skip_batches: int) -> tf.
   ds = ds.batch(batch, drop_remainder=True)
   if skip_batches and config.balance != "none":  # resampling decides after decoding
     ds = ds.skip(skip_batches)
+  if config.augment_on == "device":  # the step augments: ship uint8 at the decoded size
+    return ds
   # One warp per batch: the resize from the decoded size (when batched at it), flip and
   # affine; then photometric ops and erasing.
   out_dtype = tf.as_dtype(config.output_dtype)

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from engine import precision
 from engine.config import ExperimentConfig, MONITOR_MODES
-from engine.data import integrity, pipeline
+from engine.data import device_augment, integrity, pipeline, service
 from engine.models import build_model
 from engine.monitor import DeviceSampler
 from engine.resolve import class_weights, read_run_manifest, resolve_experiment
@@ -224,6 +224,7 @@ class _ChunkRunner:
 def _setup(config: ExperimentConfig) -> _Run:
   manifest = read_run_manifest(config)
   config = resolve_experiment(config, manifest)
+  config = dataclasses.replace(config, input=device_augment.resolve_augment_on(config.input))
   train_config = config.train
   strategy_lib.configure_devices(train_config.cpu_devices, train_config.gpu_memory_limit_mb)
   keras.utils.set_random_seed(train_config.seed)
@@ -335,13 +336,15 @@ def _train_dataset(run: _Run, skip_steps: int):
   batches_per_pipeline = (run.strategy.num_replicas_in_sync //
                           strategy_lib.num_input_pipelines(run.strategy))
   return run.strategy.distribute_datasets_from_function(
-      lambda context: pipeline.make_dataset(run.config.input, context,
-                                            skip_batches=skip_steps * batches_per_pipeline))
+      lambda context: pipeline.make_dataset(
+          run.config.input, context, skip_batches=skip_steps * batches_per_pipeline,
+          service_job=service.job_name_for(run.config.train.model_dir, run.config.input.split)))
 
 
 def _make_train_loop(run: _Run):
   step_fn = make_train_step(run.spec, run.model, run.optimizer,
-                            run.config.input.global_batch_size, run.ema)
+                            run.config.input.global_batch_size, run.ema,
+                            device_augment.make_device_augment(run.config.input))
   # Input wait = time blocked in get_next, read with tf.timestamp, which TensorFlow
   # refuses under op determinism: deterministic runs do not measure it.
   measure_wait = not run.config.train.deterministic

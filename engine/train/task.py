@@ -37,16 +37,20 @@ class TaskSpec:
 
 
 def make_train_step(spec: TaskSpec, model: keras.Model, optimizer, global_batch_size: int,
-                    ema=None):
+                    ema=None, augment=None):
   """Returns the per-replica step (images, labels) -> dict of float32 sums.
 
   The loss is divided by the GLOBAL batch, so that the sum over replicas of the
   gradients (Keras all-reduces with SUM) is the gradient of the global mean loss.
+  `augment` (device augmentation, engine/data/device_augment.py) turns what the pipeline
+  sent, (pixels, seed), into the model's input before anything else.
   """
   variables = model.trainable_variables
   loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
   def step(images, labels):
+    if augment is not None:
+      images = augment(images)
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       losses = spec.per_example_loss(labels, logits)
