@@ -64,6 +64,18 @@ def eval_records(config: InputConfig, manifest: dict) -> tf.data.Dataset:
   return _records(dataclasses.replace(config, training=False), manifest, None)
 
 
+def train_file_names(config: InputConfig, epochs: int = 1) -> tf.data.Dataset:
+  """The file_name of every training example for `epochs` epochs, read from the files as
+  training reads them (same file list, file shuffle and interleave; no decode).
+
+  Through a tf.data service this shows how the service shards the training files: the
+  dispatcher splits this same file list (benchmarks.data_service counts per epoch).
+  """
+  spec = {schema.FILE_NAME: tf.io.FixedLenFeature([], tf.string)}
+  ds = _records(dataclasses.replace(config, training=True), read_manifest(config.data_dir), None)
+  return ds.repeat(epochs).map(lambda s: tf.io.parse_single_example(s, spec)[schema.FILE_NAME])
+
+
 def _file_reader(config: InputConfig):
   """path -> its records; with on_bad_record=skip, a file ends at its first bad record.
 

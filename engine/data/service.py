@@ -23,23 +23,29 @@ from engine.config import ConfigError, DataServiceConfig, service_address
 PROBE_TIMEOUT_S = 10.0
 
 
-def probe_dispatcher(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-  """Fails within `timeout_s` when nothing listens at the dispatcher's address.
+def probe_dispatcher(target: str, timeout_s: float | None = None) -> None:
+  """Waits up to `timeout_s` for something to listen at the dispatcher's address.
 
-  tf.data service itself retries an unreachable dispatcher for hours; a trainer pointed
-  at a wrong address must say so instead.
+  tf.data service itself retries an unreachable dispatcher for hours; a trainer or
+  worker pointed at a wrong address must say so instead. A refused connection is
+  retried until the deadline: servers started together may come up in any order.
 
   Raises:
-    ConfigError: naming the address and what was tried.
+    ConfigError: naming the address and the last failure.
   """
   _, host, port = service_address(target)
-  try:
-    with socket.create_connection((host, port), timeout=timeout_s):
-      return
-  except OSError as e:
-    raise ConfigError(f"tf_data_service {target}: no dispatcher reachable at {host}:{port} "
-                      f"within {timeout_s:.0f} s ({e}); start one with python -m "
-                      "launch.data_service --role=dispatcher") from None
+  timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 0.1)):
+        return
+    except OSError as e:
+      if time.monotonic() + 0.2 >= deadline:
+        raise ConfigError(f"tf_data_service {target}: no dispatcher reachable at {host}:{port} "
+                          f"within {timeout_s:.0f} s ({e}); start one with python -m "
+                          "launch.data_service --role=dispatcher") from None
+      time.sleep(0.2)
 
 
 def distribute(source: tf.data.Dataset, target: str, job_name: str | None) -> tf.data.Dataset:
@@ -78,16 +84,15 @@ def run_dispatcher(config: DataServiceConfig, stop_after_s: float | None = None)
 
 
 def _watch_workers(server, stop_after_s: float | None) -> None:
-  # The dispatcher counts a worker lost when its heartbeats stop for worker_timeout_ms.
+  # Logs each worker that registers. TensorFlow keeps a lost worker in the count (and
+  # exposes no liveness to Python): trainers notice a lost worker themselves and go on
+  # with the others; see README "several machines plus CPU input workers".
   deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
   workers = 0
   while deadline is None or time.monotonic() < deadline:
     now = server._num_workers()  # pylint: disable=protected-access  (no public counter)
     if now != workers:
-      logging.log(logging.WARNING if now < workers else logging.INFO,
-                  "tf.data service workers: %d -> %d%s", workers, now,
-                  " (a worker was lost: its files of this epoch are skipped)" if now < workers
-                  else "")
+      logging.info("tf.data service workers: %d -> %d", workers, now)
       workers = now
     time.sleep(0.5)
   server.stop()

@@ -224,6 +224,8 @@ class _ChunkRunner:
 def _setup(config: ExperimentConfig) -> _Run:
   manifest = read_run_manifest(config)
   config = resolve_experiment(config, manifest)
+  if config.input.tf_data_service:  # a wrong address fails now, not after the model is built
+    service.probe_dispatcher(config.input.tf_data_service)
   config = dataclasses.replace(config, input=device_augment.resolve_augment_on(config.input))
   train_config = config.train
   strategy_lib.configure_devices(train_config.cpu_devices, train_config.gpu_memory_limit_mb)

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 from tensorboard.backend.event_processing import event_accumulator
 
 from engine.data.integrity import ShardIntegrityError
@@ -278,3 +279,31 @@ def test_a_corrupt_record_met_in_training_names_the_shard_and_record(celeba_shar
       config.input, verify_shards="off", cache="none"))
   with pytest.raises(ShardIntegrityError, match=f"{shard}: record 3 .*unreadable"):
     train(config)
+
+
+@pytest.mark.slow
+def test_device_augmentation_resumes_bit_identical_and_compiles_in_the_xla_step(
+    celeba_shards, tmp_path):
+  """Stopped at step 8 and resumed, a deterministic run augmenting on the device ends with
+  the weights of an uninterrupted one; the whole step also compiles with XLA (not under
+  determinism: XLA has no deterministic MaxPool gradient)."""
+  augment = dataclasses.replace(tiny_experiment("", "").input.augment, rotation_deg=15,
+                                zoom=0.1, erasing_prob=0.5)
+
+  def config(model_dir, steps, deterministic=True, **train_overrides):
+    # A constant rate: a cosine schedule would follow train_steps, which differs here.
+    base = tiny_experiment(celeba_shards, model_dir, train_steps=steps, schedule="constant",
+                           deterministic=deterministic, checkpoint_every=8, **train_overrides)
+    return dataclasses.replace(base, input=dataclasses.replace(
+        base.input, augment=augment, augment_on="device", deterministic=deterministic))
+
+  xla = train(config(str(tmp_path / "xla"), 8, deterministic=False, jit_compile="true"))
+  assert xla["jit_compile"] is True and np.isfinite(xla["final_metrics"]["val_loss"])
+  try:
+    whole = train(config(str(tmp_path / "whole"), 16))
+    train(config(str(tmp_path / "resumed"), 8))
+    resumed = train(config(str(tmp_path / "resumed"), 16))
+  finally:  # the trainer turns op determinism on for the whole process
+    tf_config.disable_op_determinism()
+  assert resumed["processes"] == 2 and resumed["step"] == 16
+  assert resumed["weights_sha256"] == whole["weights_sha256"]
