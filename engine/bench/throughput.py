@@ -64,15 +64,18 @@ def _batch(config: ThroughputConfig):
 
 
 def _ours(name: str, batch_norm: str, config: ThroughputConfig, policy: str, use_jit: bool,
-          dataset=None):
-  """Builds our model + loop; returns run_steps(n) -> input-wait fraction of those steps."""
+          dataset=None, augment=None):
+  """Builds our model + loop; returns run_steps(n) -> input-wait fraction of those steps.
+
+  `augment`: the step's device augmentation (the dataset then yields (pixels, params)).
+  """
   with precision_lib.policy(policy):
     strategy = tf.distribute.get_strategy()
     model = build_model(ModelConfig(name, image_size=config.image_size, batch_norm=batch_norm))
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
     step_fn = make_train_step(TaskSpec(TASKS.get("attribute"), 1), model, optimizer,
-                              config.batch_size)
+                              config.batch_size, augment=augment)
   loop = make_train_loop(strategy, step_fn, use_jit, measure_wait=True)
   if dataset is None:
     dataset = tf.data.Dataset.from_tensors(_batch(config)).repeat()
