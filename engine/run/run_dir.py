@@ -9,10 +9,13 @@ import os
 from engine.atomic_write import atomic_write_json
 from engine.config import ExperimentConfig
 
-# Fields a resumed run may change without becoming a different run.
+# Fields a resumed run may change without becoming a different run. input.augment_on: host
+# and device apply the same draws (a run begun on a CPU may go on on a GPU; runs from before
+# the field hold its default, auto, where the trainer now writes what auto resolved to).
 _RESUMABLE_CHANGES = {"train.epochs", "train.train_steps", "train.log_every", "train.profile_steps",
                       "train.early_stopping_patience", "train.checkpoint_every",
-                      "train.keep_checkpoints", "input.tf_data_service", "input.verify_shards"}
+                      "train.keep_checkpoints", "input.tf_data_service", "input.verify_shards",
+                      "input.augment_on"}
 
 
 class RunConfigMismatchError(ValueError):

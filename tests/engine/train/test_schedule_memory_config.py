@@ -95,10 +95,13 @@ def test_a_run_from_before_a_new_config_field_still_resumes(tmp_path):
   config = ExperimentConfig(InputConfig(str(tmp_path)), ModelConfig("tiny_resnet"),
                             TrainConfig(model_dir=str(tmp_path)))
   old = json.loads(config.to_json())
-  del old["input"]["on_bad_record"], old["input"]["verify_shards"]
+  del old["input"]["on_bad_record"], old["input"]["verify_shards"], old["input"]["augment_on"]
   with open(tmp_path / "config.json", "w") as f:
     json.dump(old, f)
   prepare_run_dir(config, chief=True)  # resumes
+  # The trainer writes what augment_on=auto resolved to; either place applies the same draws.
+  prepare_run_dir(dataclasses.replace(config, input=dataclasses.replace(
+      config.input, augment_on="device")), chief=True)
   changed = dataclasses.replace(config, input=dataclasses.replace(config.input,
                                                                   on_bad_record="skip"))
   with pytest.raises(ValueError, match="on_bad_record: 'error' -> 'skip'"):
