@@ -10,6 +10,11 @@ decode (parallel) -> batch (static shapes) -> one warp per batch (resize + flip 
 -> photometric ops -> prefetch. The cache holds encoded bytes, or the decoded images when
 they fit (then the decode runs before it, once). Pixels leave in [0, 255] (uint8 or the
 compute dtype); each backbone scales them inside the model.
+
+With augmentation on the device the training pipeline ends at the batch (no Python in it)
+and the per-image augmentation values ride along with it; through a tf.data service
+(engine/data/service.py) that pipeline runs on the service's workers and the values are
+attached here, after it.
 """
 
 from __future__ import annotations
