@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from engine.config import ConfigError, DataServiceConfig
+from engine.config import DataServiceConfig
 from launch import usage
 
 _D = DataServiceConfig(role="dispatcher")
@@ -50,4 +50,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  usage.run(main, user_errors=(ConfigError, ValueError))
+  usage.run(main, user_errors=(ValueError,))  # ConfigError (no dispatcher) is one

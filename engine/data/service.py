@@ -67,8 +67,8 @@ def job_name_for(model_dir: str, split: str) -> str:
   return f"facetrain-{split}-{digest}"
 
 
-def run_dispatcher(config: DataServiceConfig, stop_after_s: float | None = None) -> None:
-  """Serves as the dispatcher until killed, logging each change in the number of workers.
+def run_dispatcher(config: DataServiceConfig) -> None:
+  """Serves as the dispatcher until killed, logging each worker that registers.
 
   With `work_dir` the dispatcher journals its state there (fault-tolerant mode): restarted
   on the same port and work_dir it resumes its jobs and the trainers reconnect.
@@ -80,22 +80,20 @@ def run_dispatcher(config: DataServiceConfig, stop_after_s: float | None = None)
           worker_timeout_ms=config.worker_timeout_ms))
   logging.info("tf.data service dispatcher at %s (work_dir %s, fault tolerant: %s)",
                server.target, config.work_dir or "none", bool(config.work_dir))
-  _watch_workers(server, stop_after_s)
+  _watch_workers(server)
 
 
-def _watch_workers(server, stop_after_s: float | None) -> None:
+def _watch_workers(server) -> None:
   # Logs each worker that registers. TensorFlow keeps a lost worker in the count (and
   # exposes no liveness to Python): trainers notice a lost worker themselves and go on
   # with the others; see README "several machines plus CPU input workers".
-  deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
   workers = 0
-  while deadline is None or time.monotonic() < deadline:
+  while True:
     now = server._num_workers()  # pylint: disable=protected-access  (no public counter)
     if now != workers:
       logging.info("tf.data service workers: %d -> %d", workers, now)
       workers = now
     time.sleep(0.5)
-  server.stop()
 
 
 def run_worker(config: DataServiceConfig) -> None:

@@ -128,3 +128,13 @@ def test_what_a_service_cannot_do_is_refused_before_training(celeba_shards, tmp_
   result = _run(_command(celeba_shards, str(tmp_path / "run"),
                          "--tf_data_service=grpc://localhost:1", *flags))
   assert_one_line_error(result, "launch.train", message)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "--role=dispatcher or --role=worker is required"),
+    (["--role=worker"], "a worker needs --dispatcher=HOST:PORT"),
+    (["--role=worker", "--dispatcher=nohost"], "dispatcher must be grpc://HOST:PORT"),
+])
+def test_server_flag_mistakes_are_one_line(flags, message):
+  result = _run([sys.executable, "-m", "launch.data_service", *flags])
+  assert_one_line_error(result, "launch.data_service", message)
