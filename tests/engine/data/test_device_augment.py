@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from engine.config import AugmentConfig, InputConfig
 from engine.data import augment as A
-from engine.data.device_augment import (augment_on_device, bilinear_warp, make_device_augment,
-                                        resolve_augment_on)
+from engine.data.device_augment import (CPU_SINGLE_PROCESS_CHOICE, augment_on_device,
+                                        bilinear_warp, make_device_augment, resolve_augment_on)
 from engine.data.pipeline import make_dataset
 
 EVERYTHING = AugmentConfig(flip=True, rotation_deg=20, zoom=0.15, translate=0.1, shear_deg=10,
@@ -99,7 +99,7 @@ def test_device_pipeline_skips_to_the_same_batches(celeba_shards):
 def test_auto_picks_by_machine_and_service_and_says_why(caplog):
   caplog.set_level(logging.INFO)
   base = InputConfig("unused")
-  expected = "device" if tf.config.list_physical_devices("GPU") else "host"
+  expected = "device" if tf.config.list_physical_devices("GPU") else CPU_SINGLE_PROCESS_CHOICE
   assert resolve_augment_on(base).augment_on == expected
   assert "augmentation on the" in caplog.text and "benchmarks.augment_placement" in caplog.text
   served = dataclasses.replace(base, tf_data_service="grpc://localhost:5050")
