@@ -24,12 +24,15 @@ from engine.config import InputConfig
 from engine.data import decode
 from engine.data.augment import apply_augment
 
-# What `auto` picks without a GPU or a tf.data service, and why: the measured cost of the
-# two paths on a CPU (benchmarks.augment_placement; README "Where augmentation runs").
+# What `auto` picks without a GPU or a tf.data service, and why. Measured on the 2-core CPU
+# (python -m benchmarks.augment_placement, celeba-dev recipe): the two paths train at the
+# same speed (device/host 1.009, inside the rounds' spread), the device augmentation being
+# 1.8% of a step. A tie keeps the path that leaves the step as it was and compiles nothing
+# more at start (XLA compiles the device augmentation once per run).
 CPU_SINGLE_PROCESS_CHOICE = "host"
 CPU_SINGLE_PROCESS_REASON = (
-    "CPU only, one process: the host OpenCV warp runs in tf.data's threads beside the step, "
-    "the device warp adds to every step (python -m benchmarks.augment_placement)")
+    "CPU only, one process: host and device measured the same speed here (python -m "
+    "benchmarks.augment_placement: device/host 1.009); the host path adds no XLA compile")
 
 
 def bilinear_warp(images, matrices, output_size):
