@@ -42,7 +42,7 @@ def probe_dispatcher(target: str, timeout_s: float | None = None) -> None:
         return
     except OSError as e:
       if time.monotonic() + 0.2 >= deadline:
-        raise ConfigError(f"tf_data_service {target}: no dispatcher reachable at {host}:{port} "
+        raise ConfigError(f"tf.data service {target}: no dispatcher reachable at {host}:{port} "
                           f"within {timeout_s:.0f} s ({e}); start one with python -m "
                           "launch.data_service --role=dispatcher") from None
       time.sleep(0.2)

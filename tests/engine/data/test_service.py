@@ -27,6 +27,7 @@ def _config(shards: str, target: str) -> InputConfig:
                      augment_on="device")
 
 
+@pytest.mark.slow  # starts a dispatcher and two worker processes (shared by the next test)
 def test_workers_in_other_processes_serve_the_training_batches(celeba_shards, two_workers):
   """The dataset crosses a process boundary: it holds no Python (no numpy_function)."""
   config = _config(celeba_shards, two_workers.target)
@@ -42,6 +43,7 @@ def test_workers_in_other_processes_serve_the_training_batches(celeba_shards, tw
   assert "tf.data service workers: 0 -> 2" in two_workers.dispatcher_log()
 
 
+@pytest.mark.slow
 def test_two_workers_produce_every_example_once_per_epoch(celeba_shards, two_workers):
   config = _config(celeba_shards, two_workers.target)
   served = service.distribute(train_file_names(config, epochs=2), config.tf_data_service, None)
