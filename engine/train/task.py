@@ -43,7 +43,7 @@ def make_train_step(spec: TaskSpec, model: keras.Model, optimizer, global_batch_
   The loss is divided by the GLOBAL batch, so that the sum over replicas of the
   gradients (Keras all-reduces with SUM) is the gradient of the global mean loss.
   `augment` (device augmentation, engine/data/device_augment.py) turns what the pipeline
-  sent, (pixels, seed), into the model's input before anything else.
+  sent, (pixels, augment_params), into the model's input before anything else.
   """
   variables = model.trainable_variables
   loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
