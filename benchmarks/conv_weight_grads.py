@@ -22,10 +22,13 @@ def main(argv: list[str]) -> None:
   del argv
   report = run_conv_grad_benchmark(ConvGradConfig(
       _BACKBONE.value, (_IMAGE_SIZE.value,) * 2, _BATCH_SIZE.value, _DTYPE.value))
-  print(f"{'input':<22}{'kernel':<20}{'stride':>7}{'stock ms':>10}{'matmul ms':>10}{'x':>7}")
+  names = list(report["layers"][0]["ms"]) if report["layers"] else []
+  print(f"{'input':<22}{'kernel':<20}{'stride':>7}" + "".join(f"{n + ' ms':>12}" for n in names)
+        + "  GFLOP/s " + "/".join(names))
   for r in report["layers"]:
     print(f"{str(r['input'][1:]):<22}{str(r['kernel']):<20}{r['strides'][0]:>7}"
-          f"{r['stock_ms']:>10.2f}{r['matmul_ms']:>10.2f}{r['speedup']:>7.2f}")
+          + "".join(f"{r['ms'][n]:>12.2f}" for n in names)
+          + "  " + " / ".join(f"{r['gflops'][n]:.0f}" for n in names))
   if _OUTPUT_JSON.value:
     with open(_OUTPUT_JSON.value, "w") as f:
       json.dump(report, f, indent=2)

@@ -28,6 +28,7 @@ class ConvGradConfig:
   dtype: str = "bfloat16"
   repeats: int = 5
   rounds: int = 3
+  chunks: tuple[int, ...] = (1, 2, 4)  # matmul variants: reduction split into this many
 
 
 def _conv_shapes(config: ConvGradConfig) -> list[tuple]:
@@ -69,16 +70,18 @@ def run_conv_grad_benchmark(config: ConvGradConfig) -> dict:
                         tf.raw_ops.Conv2DBackpropFilter(
                             input=x, filter_sizes=k, out_backprop=dy, strides=[1, *s, 1],
                             padding=p.upper()))
-    matmul = tf.function(lambda x=x, dy=dy, k=kernel_shape, s=strides, p=padding:
-                         matmul_weight_grad(x, dy, k, s, p))
-    timers = {"stock": _timer(stock, config.repeats), "matmul": _timer(matmul, config.repeats)}
+    timers = {"stock": _timer(stock, config.repeats)}
+    for chunks in config.chunks:
+      timers[f"matmul_{chunks}"] = _timer(tf.function(
+          lambda x=x, dy=dy, k=kernel_shape, s=strides, p=padding, c=chunks:
+          matmul_weight_grad(x, dy, k, s, p, c)), config.repeats)
     best = {name: min(t() for _ in range(config.rounds)) for name, t in timers.items()}
     flops = 2 * in_shape[0] * out_hw[0] * out_hw[1] * int(tf.reduce_prod(kernel_shape))
     rows.append({"input": list(in_shape), "kernel": list(kernel_shape), "strides": list(strides),
-                 "output_hw": list(out_hw), "stock_ms": round(1e3 * best["stock"], 3),
-                 "matmul_ms": round(1e3 * best["matmul"], 3),
-                 "speedup": round(best["stock"] / best["matmul"], 3),
-                 "stock_gflops": round(flops / best["stock"] / 1e9, 1),
-                 "matmul_gflops": round(flops / best["matmul"] / 1e9, 1)})
+                 "output_hw": list(out_hw),
+                 "ms": {k: round(1e3 * v, 3) for k, v in best.items()},
+                 "speedup": {k: round(best["stock"] / v, 3) for k, v in best.items()
+                             if k != "stock"},
+                 "gflops": {k: round(flops / v / 1e9, 1) for k, v in best.items()}})
   return {"config": dataclasses.asdict(config), "layers": rows,
           "keras_version": keras.__version__}

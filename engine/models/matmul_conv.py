@@ -116,11 +116,23 @@ def _patches(x, kernel_size, strides, padding):
   return tf.reshape(rows, [-1, kh * kw * channels])
 
 
-def matmul_weight_grad(x, grad_output, kernel_shape, strides, padding):
-  """dL/dW of `conv2d(x, W, strides, padding)` given dL/dY, computed as one matmul."""
+def matmul_weight_grad(x, grad_output, kernel_shape, strides, padding, chunks: int = 1):
+  """dL/dW of `conv2d(x, W, strides, padding)` given dL/dY, computed as one matmul.
+
+  With `chunks` > 1 the long reduction (N*Ho*Wo rows) is split into that many batched
+  matmuls whose float32 sum is the gradient: a [K, Cin]^T x [K, Cout] product has only
+  Cin x Cout outputs to share among cores, the batch gives each core its own slice of K.
+  """
   kh, kw, cin, cout = kernel_shape
   rows = _patches(x, (kh, kw), strides, padding)
-  grad = tf.matmul(rows, tf.reshape(grad_output, [-1, cout]), transpose_a=True)
+  grad_rows = tf.reshape(grad_output, [-1, cout])
+  if chunks > 1 and rows.shape[0] is not None and rows.shape[0] % chunks == 0:
+    rows = tf.reshape(rows, [chunks, -1, kh * kw * cin])
+    grad_rows = tf.reshape(grad_rows, [chunks, -1, cout])
+    partial = tf.matmul(rows, grad_rows, transpose_a=True)
+    grad = tf.cast(tf.reduce_sum(tf.cast(partial, tf.float32), axis=0), x.dtype)
+  else:
+    grad = tf.matmul(rows, grad_rows, transpose_a=True)
   return tf.reshape(grad, [kh, kw, cin, cout])
 
 

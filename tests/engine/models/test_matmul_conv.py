@@ -125,3 +125,18 @@ def test_swap_drops_only_biases_that_batch_norm_cancels():
     assert layers["before_relu"].use_bias
     np.testing.assert_array_equal(layers["before_bn"].kernel, model.get_layer("before_bn").kernel)
     np.testing.assert_array_equal(layers["before_relu"].bias, model.get_layer("before_relu").bias)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_reduction_split_in_chunks_equals_tensorflows_gradient(dtype, chunks):
+  rng = np.random.default_rng(2)
+  x = tf.cast(rng.normal(size=(4, 8, 8, 16)), dtype)
+  grad_output = tf.cast(rng.normal(size=(4, 4, 4, 32)), dtype)
+  want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, 16, 32],
+                                         out_backprop=grad_output, strides=[1, 2, 2, 1],
+                                         padding="SAME")
+  got = matmul_conv.matmul_weight_grad(x, grad_output, (3, 3, 16, 32), (2, 2), "same", chunks)
+  assert got.dtype == want.dtype
+  got, want = tf.cast(got, tf.float64).numpy(), tf.cast(want, tf.float64).numpy()
+  assert np.max(np.abs(got - want)) <= TOLERANCE[dtype] * np.max(np.abs(want))
