@@ -1,9 +1,8 @@
-"""Conv2D whose weight gradient is one matmul: fast on CPUs with AMX, stock elsewhere.
+"""Conv2D whose weight gradient is one matmul on CPUs with native bf16 (AMX, AVX512_BF16).
 
-On this project's 2-core Xeon (AMX, AVX512_BF16) oneDNN runs a bf16 convolution forward
-at ~870 GFLOP/s but its weight gradient (`Conv2DBackpropFilter`) at ~170 (1x1 layers
-81-148), and in ResNet50 that gradient is 30% of a training step (issue 17's profile).
-The same gradient written as a matmul runs on AMX at matmul speed:
+Issue 17's profile (a 2-core Xeon with AMX): oneDNN ran a bf16 convolution forward at ~870
+GFLOP/s but its weight gradient (`Conv2DBackpropFilter`) at ~170 (1x1 layers 81-148), 30%
+of a ResNet50 step. The same gradient written as a matmul runs at matmul speed:
 
   dW[kh, kw, cin, cout] = sum over (n, y, x) of patch[n, y, x, (kh, kw, cin)] * dY[n, y, x, cout]
 
@@ -12,10 +11,11 @@ kernel the k*k shifted, strided slices of the padded input concatenated on chann
 (im2col). The input gradient stays TensorFlow's own `Conv2DBackpropInput`.
 
 The matmul costs the im2col copy, which grows with the output's spatial size; which layers
-gain was measured per layer shape (benchmarks/conv_weight_grads.py) and is encoded in
-`uses_matmul_weight_grad`. Where the CPU has no AMX/AVX512_BF16, or a GPU is visible
-(cuDNN's weight gradient is fast, and XLA fuses its own), every layer keeps the stock
-gradient. The choice is made when the layer is built, under `weight_grads(mode)`
+gain was measured per layer shape (benchmarks/conv_weight_grads.py) on the machine this
+was built on (which reports an AMD EPYC with AVX512_BF16 and no AMX) and is encoded in
+`uses_matmul_weight_grad`. Where the CPU has neither AMX nor AVX512_BF16, or a GPU is
+visible (cuDNN's weight gradient is fast, and XLA fuses its own), every layer keeps the
+stock gradient. The choice is made when the layer is built, under `weight_grads(mode)`
 (auto | matmul | stock), and logged per model by `log_weight_grad_choice`.
 """
 
@@ -61,7 +61,7 @@ def device_prefers_matmul() -> tuple[bool, str]:
     return False, "a GPU is visible: cuDNN/XLA weight gradients"
   native = sorted(cpu_flags() & set(_AMX_FLAGS))
   if native:
-    return True, f"CPU has {', '.join(native)}: matmul weight gradients (oneDNN bf16 matmul)"
+    return True, f"CPU has {', '.join(native)}: matmul weight gradients where measured faster"
   return False, "CPU without AMX/AVX512_BF16: stock oneDNN weight gradients"
 
 
