@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quickstart test test-fast clean
+.PHONY: venv quickstart test test-fast model-garden-venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 ## Only the fast tests.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+## TF Model Garden in its own environment (it pins its own TensorFlow), for
+## `python -m benchmarks.throughput`'s model_garden contender.
+MODEL_GARDEN_VENV ?= $(HOME)/.cache/facetrain/model_garden_venv
+model-garden-venv:
+	$(PYTHON) -m venv $(MODEL_GARDEN_VENV)
+	$(MODEL_GARDEN_VENV)/bin/pip install --quiet tf-models-official==2.20.0
 
 clean:
 	rm -rf $(VENV) build *.egg-info

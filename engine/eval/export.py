@@ -31,6 +31,7 @@ import tensorflow as tf
 from engine.eval.predict import run_class_names
 from engine.tasks import TASKS, Task
 from engine.models.batch_norm import FusedBatchNorm
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.models.preprocessing import Preprocess
 from engine.config import ExperimentConfig
 from engine.run.restore import CheckpointSource, load_model
@@ -67,6 +68,8 @@ def _clone_stock(layer: keras.Operation) -> keras.Operation:
     return _stock_preprocess(layer)
   if isinstance(layer, FusedBatchNorm):
     clone = keras.layers.BatchNormalization.from_config(layer.get_config())
+  elif isinstance(layer, MatmulGradConv2D):  # differs from Conv2D in training only
+    clone = keras.layers.Conv2D.from_config(layer.get_config())
   elif _is_stock(layer):
     clone = layer.__class__.from_config(layer.get_config())
   else:

@@ -1,8 +1,10 @@
 """keras.applications backbones, rebuilt with the fused batch norm.
 
 The Keras model is built as published (so its ImageNet weight file's layout applies),
-then cloned with every `BatchNormalization` replaced by `FusedBatchNorm` (same variables
-and config) and its weights copied across: a loaded ImageNet file survives the swap.
+then cloned with every `BatchNormalization` replaced by `FusedBatchNorm` and every
+`Conv2D` by `MatmulGradConv2D` (same variables and config) and its weights copied
+across: a loaded ImageNet file survives the swap. From scratch (no weight file), convs
+feeding only a batch norm lose their redundant bias (ResNet50/101: 53 / 104 biases).
 """
 
 from __future__ import annotations
@@ -10,26 +12,56 @@ from __future__ import annotations
 import keras
 
 from engine.models.batch_norm import FusedBatchNorm
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.models.registry import BackboneSpec, register_backbone
 
 
-def swap_batch_norm(model: keras.Model) -> keras.Model:
-  """A copy of `model` whose BatchNormalization layers run the fused kernel."""
+def swap_batch_norm(model: keras.Model, drop_conv_bias: bool = False) -> keras.Model:
+  """A copy of `model` whose BatchNormalization layers run the fused kernel and whose
+  Conv2D layers take `MatmulGradConv2D`'s weight gradients where those are faster.
+
+  With `drop_conv_bias`, a conv whose only consumer is a batch norm loses its bias: BN
+  subtracts the batch mean, so that bias has no effect on the output, yet its gradient is
+  computed every step. Only for from-scratch training: ImageNet weight files carry it.
+  """
+  redundant = _convs_before_batch_norm(model) if drop_conv_bias else set()
 
   def clone(layer):
+    config = layer.get_config()
     if type(layer) is keras.layers.BatchNormalization:
-      return FusedBatchNorm.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
+      return FusedBatchNorm.from_config(config)
+    if type(layer) is keras.layers.Conv2D:
+      if layer.name in redundant:
+        config["use_bias"] = False
+      return MatmulGradConv2D.from_config(config)
+    return layer.__class__.from_config(config)
 
   swapped = keras.models.clone_model(model, clone_function=clone)
-  swapped.set_weights(model.get_weights())
+  for original, copy in zip(model.layers, swapped.layers):
+    weights = original.get_weights()
+    copy.set_weights(weights[:1] if original.name in redundant else weights)
   return swapped
+
+
+def _convs_before_batch_norm(model: keras.Model) -> set[str]:
+  """Names of the biased convs whose output feeds batch norms (with a beta) only."""
+  names = set()
+  for layer in model.layers:
+    if type(layer) is not keras.layers.Conv2D or not layer.use_bias:
+      continue
+    consumers = [node.operation for node in layer._outbound_nodes]
+    if consumers and all(isinstance(c, keras.layers.BatchNormalization) and c.center
+                         for c in consumers):
+      names.add(layer.name)
+  return names
 
 
 def _builder(constructor, **kwargs):
   def build(input_shape, batch_norm, weights=None):
     model = constructor(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
-    return swap_batch_norm(model) if batch_norm == "fused" else model
+    if batch_norm != "fused":
+      return model
+    return swap_batch_norm(model, drop_conv_bias=weights is None)
   return build
 
 

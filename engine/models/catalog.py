@@ -20,11 +20,17 @@ def describe_backbone(name: str, image_size: tuple[int, int] | None = None) -> d
   size = tuple(image_size or spec.default_image_size)
   model = build_model(ModelConfig(name, "linear", image_size=size))
   backbone = model.layers[2]
+  imagenet_params = None
+  if spec.imagenet_weights:
+    # The published layout (what the weight file holds), without loading the file: it
+    # keeps the conv biases in front of batch norm that from-scratch builds drop.
+    imagenet_params = _count(spec.build((*size, 3), "keras").trainable_weights)
   return {
       "backbone": name,
       "image_size": list(size),
       "default_image_size": list(spec.default_image_size),
       "trainable_params": _count(backbone.trainable_weights),
+      "imagenet_trainable_params": imagenet_params,
       "total_params": _count(backbone.weights),
       "gflops": round(count_flops(model) / 1e9, 3),
       "preprocessing": spec.preprocessing,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from engine.models.batch_norm import batch_norm_layer
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.models.registry import BackboneSpec, register_backbone
 
 # (1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool proj) per inception block.
@@ -24,7 +25,7 @@ _BLOCKS = {
 
 
 def _conv(x, filters, kernel, batch_norm, name, stride=1):
-  x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+  x = MatmulGradConv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                           kernel_initializer="he_normal", name=f"{name}_conv")(x)
   x = batch_norm_layer(batch_norm, epsilon=1e-3, name=f"{name}_bn")(x)
   return keras.layers.ReLU(name=f"{name}_relu")(x)

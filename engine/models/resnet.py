@@ -11,13 +11,14 @@ from __future__ import annotations
 import keras
 
 from engine.models.batch_norm import batch_norm_layer
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.models.registry import BackboneSpec, register_backbone
 
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
 def _conv_bn(x, filters, kernel, stride, batch_norm, name, relu=True):
-  x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+  x = MatmulGradConv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                           kernel_initializer="he_normal", name=f"{name}_conv")(x)
   x = batch_norm_layer(batch_norm, name=f"{name}_bn", **_BN)(x)
   return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from engine.models.batch_norm import batch_norm_layer
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.models.registry import BackboneSpec, register_backbone
 
 _CONFIGS = {
@@ -28,7 +29,7 @@ def _vgg(input_shape, batch_norm, layout, name, with_bn):
       x = keras.layers.MaxPooling2D(2, name=f"pool{pool}")(x)
       continue
     conv += 1
-    x = keras.layers.Conv2D(item, 3, padding="same", use_bias=not with_bn,
+    x = MatmulGradConv2D(item, 3, padding="same", use_bias=not with_bn,
                             kernel_initializer="he_normal", name=f"conv{conv}")(x)
     if with_bn:
       x = batch_norm_layer(batch_norm, momentum=0.9, epsilon=1e-5, name=f"conv{conv}_bn")(x)

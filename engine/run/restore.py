@@ -186,8 +186,14 @@ def _named_values(reader, shapes: dict, key: str, expected: dict, prefix: str) -
       parts.append(f"{len(missing)} model variables missing from it ({', '.join(missing[:_LISTED])})")
     if extra:
       parts.append(f"{len(extra)} variables the model does not have ({', '.join(extra[:_LISTED])})")
+    hint = "Was it written by another backbone or head?"
+    if extra and all(name.endswith("_conv/bias") for name in extra) and not missing:
+      hint = ("From-scratch keras.applications ResNets have had no conv bias in front of batch "
+              "norm since issue 17; this checkpoint was written before, by a build with them "
+              "(an ImageNet-weights run keeps them; a from-scratch run of an older facetrain "
+              "can still read it).")
     raise CheckpointMismatchError(f"{prefix}: the {key} variables do not match the model: "
-                                  f"{'; '.join(parts)}. Was it written by another backbone or head?")
+                                  f"{'; '.join(parts)}. {hint}")
   return {name: np.asarray(reader.get_tensor(k)) for name, k in saved.items()}
 
 

@@ -22,6 +22,7 @@ from engine import precision
 from engine.config import ExperimentConfig, MONITOR_MODES
 from engine.data import device_augment, integrity, pipeline, service
 from engine.models import build_model
+from engine.models.matmul_conv import log_weight_grad_choice
 from engine.monitor import DeviceSampler
 from engine.resolve import class_weights, read_run_manifest, resolve_experiment
 from engine.atomic_write import atomic_write_json
@@ -239,6 +240,7 @@ def _setup(config: ExperimentConfig) -> _Run:
   logging.info("XLA: %s (%s)", "on" if use_jit else "off", jit_why)
   with strategy.scope(), precision.policy(policy):
     model = build_model(config.model)
+  log_weight_grad_choice(model)
   estimate = memory.estimate_memory(model)
   config = _resolve_batch(config, strategy, estimate, policy, use_jit)
   logging.info(estimate.describe(config.input.global_batch_size))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
 import tensorflow as tf
 
 from engine.config import TrainConfig
+from engine.train.fused_adam import FusedAdam, FusedAdamW
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -48,7 +50,10 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(config: TrainConfig, schedule: LearningRate, loss_scaling: bool):
-  """The configured optimizer; wrapped in a dynamic LossScaleOptimizer for float16."""
+  """The configured optimizer; wrapped in a dynamic LossScaleOptimizer for float16.
+
+  Adam and AdamW are Keras' own with the fused per-variable update (engine.train.fused_adam).
+  """
   common = {"learning_rate": schedule}
   if config.grad_clip_norm:
     common["global_clipnorm"] = config.grad_clip_norm
@@ -56,14 +61,17 @@ def make_optimizer(config: TrainConfig, schedule: LearningRate, loss_scaling: bo
     # Keras averages the accumulated gradients and updates every N steps.
     common["gradient_accumulation_steps"] = config.grad_accum_steps
   if config.optimizer == "adamw":
-    optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay or 0.0, **common)
+    optimizer = FusedAdamW(weight_decay=config.weight_decay or 0.0, **common)
   elif config.optimizer == "sgd":
     optimizer = keras.optimizers.SGD(momentum=config.momentum, nesterov=True,
                                      weight_decay=config.weight_decay or None, **common)
   elif config.optimizer == "adamax":
     optimizer = keras.optimizers.Adamax(weight_decay=config.weight_decay or None, **common)
   else:
-    optimizer = keras.optimizers.Adam(weight_decay=config.weight_decay or None, **common)
+    optimizer = FusedAdam(weight_decay=config.weight_decay or None, **common)
+  logging.info("optimizer %s%s", type(optimizer).__name__,
+               " (one ResourceApplyAdam kernel per variable)"
+               if isinstance(optimizer, (FusedAdam, FusedAdamW)) else "")
   if loss_scaling:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -23,6 +25,19 @@ def test_json_lists_params_flops_and_weights():
   assert by_name["resnet18"]["imagenet_weights"] is False
   assert 0 < by_name["tiny_resnet"]["gflops"] < by_name["resnet18"]["gflops"]
   assert zoo["heads"] == ["deep", "linear", "mlp"]
+
+
+@pytest.mark.slow  # builds ResNet50 three times (~15 s)
+def test_resnet50_drops_conv_biases_from_scratch_and_keeps_them_for_imagenet():
+  result = _run("--backbones=resnet50", "--image_size=32,32", "--json")
+  assert result.returncode == 0, result.stderr
+  (resnet50,) = json.loads(result.stdout)["backbones"]
+  # 53 convs feed a batch norm; their biases (one per output channel) exist only with
+  # ImageNet weights: the layout keras.applications publishes (23,534,592 trainable).
+  assert resnet50["imagenet_trainable_params"] == 23_534_592
+  assert resnet50["trainable_params"] == 23_534_592 - 26_560
+  table = _run("--backbones=resnet50", "--image_size=32,32")
+  assert "yes (23,534,592: conv biases before BN kept)" in table.stdout
 
 
 def test_table_and_unknown_name():

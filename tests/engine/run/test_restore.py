@@ -122,6 +122,23 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_mismatch(tmp_path, 
     load_model(reader_dir, prefix)
 
 
+@pytest.mark.slow  # two ResNet50s (~10 s)
+def test_a_resnet50_checkpoint_with_conv_biases_before_bn_is_refused_naming_them(tmp_path):
+  # Written as before issue 17: from-scratch ResNet50 convs had biases (the stock Keras
+  # layout, which batch_norm="keras" still builds); today's fused build has none.
+  writer_dir, reader_dir = str(tmp_path / "writer"), str(tmp_path / "reader")
+  writer = dataclasses.replace(_experiment(writer_dir, backbone="resnet50"), model=ModelConfig(
+      "resnet50", head="linear", image_size=(32, 32), num_outputs=1, batch_norm="keras"))
+  prefix = _write_run(writer_dir, writer, build_model(writer.model), 2)
+  reader = _experiment(reader_dir, backbone="resnet50")
+  os.makedirs(reader_dir)
+  with open(os.path.join(reader_dir, "config.json"), "w") as f:
+    f.write(reader.to_json())
+  with pytest.raises(CheckpointMismatchError, match=r"53 variables the model does not have "
+                     r"\(resnet50/conv1_conv/bias.*since issue 17"):
+    load_model(reader_dir, prefix)
+
+
 def test_a_weights_file_of_another_head_is_refused(tmp_path):
   config = _experiment(str(tmp_path))
   os.makedirs(tmp_path / "best")

@@ -240,7 +240,7 @@ def test_batch_size_trial_is_the_real_compiled_step(celeba_shards, tmp_path, mon
   config = tiny_experiment(celeba_shards, str(tmp_path), ema_decay=0.9, optimizer="adamw")
   config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_outputs=1))
   loop.trial_step(config, 4, "float32", use_jit=True)
-  assert type(seen["optimizer"]).__name__ == "AdamW" and seen["batch"] == 4
+  assert type(seen["optimizer"]).__name__ == "FusedAdamW" and seen["batch"] == 4
   assert seen["slots"] > 2 * len(seen["ema"].sources)  # m and v per weight, built before
 
 
