@@ -88,5 +88,5 @@ def test_export_prints_the_artifact(run_dir, tmp_path):
   assert os.path.exists(os.path.join(output, "saved_model.pb"))
   with open(output + ".labels.json") as f:
     assert json.load(f)["class_names"] == ["female", "male"]
-  bad = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx")
-  assert_one_line_error(bad, "launch.export", "--format=onnx")
+  bad = _run("launch.export", f"--model_dir={run_dir}", "--format=coreml")
+  assert_one_line_error(bad, "launch.export", "--format=coreml")
