@@ -258,8 +258,8 @@ def export(model_dir: str, format: str, output_path: str | None = None,  # noqa:
   if format == "openvino" and not path.endswith(".xml"):
     raise ValueError(f"{path}: an OpenVINO model is written as NAME.xml (+ NAME.bin)")
   model, config, source = load_model(model_dir, checkpoint)
-  stock = to_stock_keras(model)
   pixels, pixels_source = reference_images(config, check_images, check_examples)
+  stock = to_stock_keras(model)
   reference = batched_logits(lambda x: model(x, training=False).numpy(), pixels)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
