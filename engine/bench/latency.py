@@ -54,6 +54,8 @@ from engine.precision import resolve_precision
 from engine.run.restore import load_model
 from engine.tasks import TASKS
 
+# Training images OpenVINO's int8 quantisation calibrates on (a trained run only).
+CALIBRATION_EXAMPLES = 300
 # Registered for tests only (a few thousand parameters): not worth a default row.
 TEST_BACKBONES = ("tiny_resnet",)
 
@@ -233,9 +235,11 @@ def _variants(subject: _Subject, config: LatencyConfig, policies: list[str], fol
             raise
           variants.append(Variant("tensorflow", precision, xla, None,
                                   f"XLA failed: {_error_text(error)}"))
-  wanted = {_compute_dtype(p) for p in policies}
+  wanted = {_compute_dtype(p) for p in policies} | {"int8"}
+  calibration = (_images(subject.run_config, "train", CALIBRATION_EXAMPLES)
+                 if subject.run_config else None)
   exported = artifact_variants(subject.models["float32"], TASKS.get(subject.task_name),
-                               config.runtimes, folder)
+                               config.runtimes, folder, calibration)
   return variants + [v for v in exported if v.precision in wanted]
 
 
@@ -262,13 +266,28 @@ def _fails(variant: Variant, single: np.ndarray) -> bool:
     return True
 
 
-def _validation_batches(run_config, batch_size: int) -> tuple[list, Any]:
-  """The run's validation split as (pixels, labels, mask) numpy batches of `batch_size`."""
+def _batches(run_config, split: str, batch_size: int):
+  """A split of the run's data as evaluation reads it: (pixels, labels, mask) numpy batches."""
   input_config = dataclasses.replace(
-      run_config.input, split=run_config.eval_split, global_batch_size=batch_size,
+      run_config.input, split=split, global_batch_size=batch_size,
       training=False, cache="none", balance="none", tf_data_service=None)
-  return [(i.numpy().astype(np.float32), l.numpy(), m.numpy() > 0)
-          for i, l, m in make_dataset(input_config)], TASKS.get(run_config.input.task)
+  for images, labels, mask in make_dataset(input_config):
+    yield images.numpy().astype(np.float32), labels.numpy(), mask.numpy() > 0
+
+
+def _validation_batches(run_config, batch_size: int) -> tuple[list, Any]:
+  return (list(_batches(run_config, run_config.eval_split, batch_size)),
+          TASKS.get(run_config.input.task))
+
+
+def _images(run_config, split: str, count: int) -> np.ndarray:
+  """The first `count` images of a split (calibration: never the validation split)."""
+  images = []
+  for pixels, _, mask in _batches(run_config, split, 32):
+    images.extend(pixels[mask])
+    if len(images) >= count:
+      break
+  return np.stack(images[:count])
 
 
 def _accuracy(variant: Variant, batches: list, task) -> float:
@@ -338,10 +357,11 @@ def _add_baseline_ratios(rows: list[dict[str, Any]], peak_gflops: dict[str, floa
                 if r["runtime"] == "predict" and r["precision"] == "float32"}
   flops = {r["backbone"]: r["flops"] for r in rows if r["flops"]}
   for row in rows:
-    floor_ms = flops[row["backbone"]] / (peak_gflops[row["precision"]] * 1e9) * 1e3
-    row["flop_floor_ms"] = float(f"{floor_ms:.4g}")  # significant digits: tiny models too
     p50 = row["latency_ms"]["p50"] if "latency_ms" in row else None
-    row["vs_flop_floor"] = round(p50 / floor_ms, 3) if p50 else None
+    peak = peak_gflops.get(row["precision"])  # no int8 peak: TF has no CPU int8 matmul
+    floor_ms = flops[row["backbone"]] / (peak * 1e9) * 1e3 if peak else None
+    row["flop_floor_ms"] = float(f"{floor_ms:.4g}") if peak else None  # tiny models too
+    row["vs_flop_floor"] = round(p50 / floor_ms, 3) if p50 and peak else None
     row["predict_p50_ms"] = predict_ms.get(row["backbone"])
     row["speedup_vs_predict"] = (round(row["predict_p50_ms"] / p50, 3)
                                  if p50 and row["predict_p50_ms"] else None)
@@ -364,6 +384,9 @@ def _notes(config: LatencyConfig, duplicate_notes: list[str]) -> list[str]:
   if not config.model_dir:
     notes.append("accuracy needs a trained run (model_dir): these backbones have seeded random "
                  "weights, so each row reports its logit difference from the first row instead")
+  if config.model_dir and "openvino" in config.runtimes:
+    notes.append(f"openvino int8: calibrated on the first {CALIBRATION_EXAMPLES} training "
+                 "images; no int8 FLOP floor (no int8 matmul peak is measured)")
   if not tf.config.list_physical_devices("GPU"):
     notes.append("TF-TRT/TensorRT: not measured, no NVIDIA GPU here")
   return notes
@@ -464,8 +487,8 @@ def format_table(report: dict[str, Any]) -> str:
     ms = r["latency_ms"]
     lines.append(
         f"{head}{ms['p50']:>8.2f}{ms['p90']:>8.2f}{ms['p99']:>8.2f}"
-        f"{_cell(r.get('images_per_sec'), '.1f'):>8}{r['flop_floor_ms']:>8.3g}"
-        f"{r['vs_flop_floor']:>8.2f}{_cell(r['speedup_vs_predict'], '.1f'):>7}"
+        f"{_cell(r.get('images_per_sec'), '.1f'):>8}{_cell(r['flop_floor_ms'], '.3g'):>8}"
+        f"{_cell(r['vs_flop_floor'], '.2f'):>8}{_cell(r['speedup_vs_predict'], '.1f'):>7}"
         f"{_cell(r['accuracy'], '.4f'):>8}{_cell(r['max_abs_logit_difference'], '.2g'):>9}")
   return "\n".join(lines)
 

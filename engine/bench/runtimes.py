@@ -5,7 +5,9 @@
                into constants (freeze), float32 or bf16 policy, XLA off or on
   tflite       the exported .tflite in the TFLite interpreter (XNNPACK), float32
   onnxruntime  the exported .onnx in ONNX Runtime (CPU provider), float32
-  openvino     the exported IR in OpenVINO (CPU), INFERENCE_PRECISION_HINT f32 and bf16
+  openvino     the exported IR in OpenVINO (CPU), INFERENCE_PRECISION_HINT f32 and bf16;
+               with calibration images (a trained run), also int8: the IR quantised by
+               NNCF's post-training quantisation (nncf.quantize, default preset) on them
 
 The exported ones are written by `engine.eval.export.write_artifact` from the stock-Keras
 rebuild of the same model and run by `engine.eval.artifact.load_runner`: exactly what
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from engine.eval.artifact import PRECISIONS, load_runner
+from engine.eval.artifact import PRECISIONS, import_runtime, load_runner
 from engine.eval.export import to_stock_keras, write_artifact
 from engine.monitor.machine import usable_cores
 from engine.tasks import Task
@@ -32,6 +34,7 @@ from engine.tasks import Task
 RUNTIMES = ("predict", "tensorflow", "tflite", "onnxruntime", "openvino")
 _ARTIFACT_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "openvino": "openvino"}
 _FILE_NAMES = {"tflite": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+_INT8_NAME = "model_int8.xml"
 
 
 @dataclasses.dataclass
@@ -88,9 +91,22 @@ def predict_variant(model: keras.Model, precision: str) -> Variant:
                  lambda pixels: np.asarray(model.predict(pixels, verbose=0), np.float32))
 
 
+def quantize_openvino(path: str, calibration: np.ndarray, output_path: str,
+                      batch_size: int = 16) -> None:
+  """Writes the int8 version of the OpenVINO IR at `path`, calibrated on `calibration`
+  (float32 pixels), by NNCF's post-training quantisation."""
+  ov = import_runtime("openvino", "int8 quantisation")
+  nncf = import_runtime("nncf", "int8 quantisation")
+  batches = [calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)]
+  quantized = nncf.quantize(ov.Core().read_model(path), nncf.Dataset(batches),
+                            subset_size=len(calibration))
+  ov.save_model(quantized, output_path, compress_to_fp16=False)
+
+
 def artifact_variants(model: keras.Model, task: Task, runtimes: tuple[str, ...],
-                      folder: str) -> list[Variant]:
-  """Exports `model` for each artifact runtime into `folder`; a Variant per precision."""
+                      folder: str, calibration: np.ndarray | None = None) -> list[Variant]:
+  """Exports `model` for each artifact runtime into `folder`; a Variant per precision
+  (and OpenVINO int8 when `calibration` images are given)."""
   stock = None
   variants = []
   for runtime in runtimes:
@@ -107,4 +123,16 @@ def artifact_variants(model: keras.Model, task: Task, runtimes: tuple[str, ...],
                                 load_runner(path, format, precision, threads=usable_cores())))
       except ImportError as error:
         variants.append(Variant(runtime, precision, None, None, f"not installed: {error}"))
+    if format == "openvino" and calibration is not None and os.path.exists(path):
+      variants.append(_int8_variant(path, calibration, os.path.join(folder, _INT8_NAME)))
   return variants
+
+
+def _int8_variant(path: str, calibration: np.ndarray, int8_path: str) -> Variant:
+  """OpenVINO int8 (the layers NNCF leaves in float run in f32)."""
+  try:
+    quantize_openvino(path, calibration, int8_path)
+  except ImportError as error:
+    return Variant("openvino", "int8", None, None, f"not installed: {error}")
+  return Variant("openvino", "int8", None,
+                 load_runner(int8_path, "openvino", "float32", threads=usable_cores()))

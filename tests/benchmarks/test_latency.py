@@ -30,12 +30,15 @@ def _check_schema(report):
   for r in report["results"]:
     assert _ROW_KEYS <= set(r), _ROW_KEYS - set(r)
     assert r["runtime"] in runtimes.RUNTIMES
-    assert r["flop_floor_ms"] > 0 and r["predict_p50_ms"] > 0
+    assert r["predict_p50_ms"] > 0
+    assert (r["flop_floor_ms"] is None) == (r["precision"] == "int8")  # no int8 peak
     if "latency_ms" not in r:  # only XLA or a missing runtime may fail, and then say why
       assert r["error"].startswith(("XLA failed", "not installed"))
       continue
     ms = r["latency_ms"]
     assert 0 < ms["min"] <= ms["p50"] <= ms["p90"] <= ms["p99"]
+    if r["precision"] == "int8":
+      continue
     # each row's floor is its own precision's
     peak = report["matmul_peak_gflops"][r["precision"]]
     flops = next(x["flops"] for x in report["results"] if x["flops"])
@@ -74,17 +77,25 @@ def test_reports_every_path_with_its_own_floor(tmp_path):
 
 
 def test_trained_run_reports_accuracy_per_path(celeba_shards, tmp_path):
+  """Each path's accuracy on the validation split; OpenVINO int8 is calibrated on training
+  images (the synthetic set has 96: all of them)."""
   run_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
   report = run_latency_benchmark(LatencyConfig(
       **{**_TINY, "backbones": None, "image_size": None}, precisions=("float32",),
-      xla=(False,), runtimes=("predict", "tensorflow", "tflite"), model_dir=run_dir))
+      xla=(False,), runtimes=("predict", "tensorflow", "tflite", "openvino"), model_dir=run_dir))
   _check_schema(report)
-  by_runtime = {r["runtime"]: r for r in report["results"]}
-  assert set(by_runtime) == {"predict", "tensorflow", "tflite"}
-  assert 0 <= by_runtime["tensorflow"]["accuracy"] <= 1
+  rows = {(r["runtime"], r["precision"]): r for r in report["results"]}
+  assert set(rows) >= {("predict", "float32"), ("tensorflow", "float32"), ("tflite", "float32"),
+                       ("openvino", "float32")}
+  reference = rows["tensorflow", "float32"]
+  assert 0 <= reference["accuracy"] <= 1 and reference["image_size"] == [32, 32]
   # the same weights through TFLite: the same answers on the validation split
-  assert by_runtime["tflite"]["accuracy"] == by_runtime["tensorflow"]["accuracy"]
-  assert by_runtime["tensorflow"]["image_size"] == [32, 32]
+  assert rows["tflite", "float32"]["accuracy"] == reference["accuracy"]
+  if importlib.util.find_spec("nncf") and importlib.util.find_spec("openvino"):
+    assert 0 <= rows["openvino", "int8"]["accuracy"] <= 1
+    assert any("int8: calibrated" in n for n in report["notes"])
+  elif importlib.util.find_spec("openvino"):  # the deploy extra without nncf
+    assert rows["openvino", "int8"]["error"].startswith("not installed")
 
 
 def test_auto_resolving_to_float32_is_measured_once(monkeypatch):
