@@ -490,6 +490,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"{_cell(r.get('images_per_sec'), '.1f'):>8}{_cell(r['flop_floor_ms'], '.3g'):>8}"
         f"{_cell(r['vs_flop_floor'], '.2f'):>8}{_cell(r['speedup_vs_predict'], '.1f'):>7}"
         f"{_cell(r['accuracy'], '.4f'):>8}{_cell(r['max_abs_logit_difference'], '.2g'):>9}")
+  for r in fastest(report["results"]):
+    lines.append(f"fastest deployable path, {r['backbone']}: {r['runtime']} {r['precision']}, "
+                 f"p50 {r['latency_ms']['p50']:.2f} ms = {_cell(r['vs_flop_floor'], '.2f')}x "
+                 f"its precision's FLOP floor, {_cell(r['speedup_vs_predict'], '.1f')}x faster "
+                 "than model.predict")
   return "\n".join(lines)
 
 
