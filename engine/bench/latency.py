@@ -253,7 +253,9 @@ def _try_latency(variants, single, config) -> tuple[dict[str, list[float]], dict
                                             config.warmup, config.sample_interval_s)
       return seconds, device, runnable
     except tf.errors.OpError as error:
-      failing = next(v for v in runnable if v.xla and _fails(v, single))
+      failing = next((v for v in runnable if v.xla and _fails(v, single)), None)
+      if failing is None:  # not an XLA compilation: a real failure
+        raise
       failing.run, failing.error = None, f"XLA failed: {_error_text(error)}"
       logging.warning("%s: %s", failing.name, failing.error)
 
