@@ -42,8 +42,8 @@ import tensorflow as tf
 
 from engine.bench.runtimes import (RUNTIMES, Variant, artifact_variants, predict_variant,
                                    tensorflow_variant)
-from engine.bench.timing import (interleaved_latency, latency_stats_ms, matmul_peak_gflops,
-                                 other_processes_cpu_pct, throughput)
+from engine.bench.timing import (configure_threads, interleaved_latency, latency_stats_ms,
+                                 matmul_peak_gflops, other_processes_cpu_pct, throughput)
 from engine.config import ModelConfig
 from engine.data.pipeline import make_dataset
 from engine.models import BACKBONES, build_model
@@ -129,23 +129,6 @@ class LatencyConfig:
     if self.model_dir and self.backbones:
       raise ValueError("model_dir measures the run's own backbone; do not also give backbones")
     return self
-
-
-def configure_threads(intra_op: int, inter_op: int) -> dict[str, int]:
-  """Sets TF's thread pools (0: leave as is) and returns what is in effect (0 = TF default)."""
-  threading = tf.config.threading
-  for wanted, get, set_ in ((intra_op, threading.get_intra_op_parallelism_threads,
-                             threading.set_intra_op_parallelism_threads),
-                            (inter_op, threading.get_inter_op_parallelism_threads,
-                             threading.set_inter_op_parallelism_threads)):
-    if wanted and wanted != get():
-      try:
-        set_(wanted)
-      except RuntimeError as error:  # TF already ran an op in this process
-        raise RuntimeError(f"cannot change TensorFlow's thread pools now: {error}; set them "
-                           "before anything else runs (the benchmark entry point does)") from error
-  return {"intra_op": threading.get_intra_op_parallelism_threads(),
-          "inter_op": threading.get_inter_op_parallelism_threads()}
 
 
 def resolve_policies(precisions: tuple[str, ...]) -> tuple[list[dict[str, str]], list[str]]:

@@ -1,4 +1,5 @@
-"""Timing inference calls: the matmul peak, interleaved batch-1 rounds, batch-N throughput."""
+"""Timing inference calls: thread pools, the matmul peak, interleaved batch-1 rounds, batch-N
+throughput."""
 
 from __future__ import annotations
 
@@ -12,6 +13,23 @@ import tensorflow as tf
 
 from engine.bench.runtimes import Variant
 from engine.monitor import DeviceSampler
+
+
+def configure_threads(intra_op: int, inter_op: int) -> dict[str, int]:
+  """Sets TF's thread pools (0: leave as is) and returns what is in effect (0 = TF default)."""
+  threading = tf.config.threading
+  for wanted, get, set_ in ((intra_op, threading.get_intra_op_parallelism_threads,
+                             threading.set_intra_op_parallelism_threads),
+                            (inter_op, threading.get_inter_op_parallelism_threads,
+                             threading.set_inter_op_parallelism_threads)):
+    if wanted and wanted != get():
+      try:
+        set_(wanted)
+      except RuntimeError as error:  # TF already ran an op in this process
+        raise RuntimeError(f"cannot change TensorFlow's thread pools now: {error}; set them "
+                           "before anything else runs (the benchmark entry point does)") from error
+  return {"intra_op": threading.get_intra_op_parallelism_threads(),
+          "inter_op": threading.get_inter_op_parallelism_threads()}
 
 
 def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 8) -> float:
