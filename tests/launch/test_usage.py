@@ -114,7 +114,7 @@ def test_a_flagfile_nesting_a_missing_one_names_the_missing_one(tmp_path):
     ("launch.quickstart", ["--work_dir={tmp}/W", "--precision=mixed_float16"], "mixed_float16"),
     ("tfrecords.shard", ["--balance_by=Male"], "balance_by needs max_examples"),
     ("tfrecords.shard", ["--image_size=a,b"], "--image_size must be H,W"),
-    ("launch.export", ["--format=onnx"], "flag --format=onnx"),
+    ("launch.export", ["--format=coreml"], "flag --format=coreml"),
     ("launch.export", ["--format=keras", "--output={tmp}/model.h5"], "must end in .keras"),
     ("launch.predict", ["--output={tmp}/preds.txt", "face.jpg"], "must end in .csv or .json"),
 ])
