@@ -2,6 +2,12 @@
 
   python -m launch.predict --model_dir=DIR IMAGE_OR_FOLDER... [--output=preds.csv]
       [--detect_faces] [--checkpoint=best] [--batch_size=32] [--max_image_pixels=80000000]
+  python -m launch.predict --model=EXPORTED_ARTIFACT [--runtime_precision=bfloat16] ...
+
+With --model, an artifact written by launch.export (model.onnx, openvino/model.xml,
+model.tflite, saved_model, model.keras) runs the predictions through its own runtime,
+with the same image preparation and face alignment, so a deployed model can be checked
+on one's own photos.
 
 Prints one line per image (file, label, confidence). A file that cannot be read (empty,
 truncated, not an image, or over --max_image_pixels by its header, which is checked
@@ -20,6 +26,11 @@ from engine.eval.predict import MAX_IMAGE_PIXELS, PredictConfig, predict
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
+_MODEL = flags.DEFINE_string("model", None, "An exported artifact (launch.export) to run "
+                             "instead of a training run.")
+_RUNTIME_PRECISION = flags.DEFINE_enum("runtime_precision", "float32", ["float32", "bfloat16"],
+                                       "With --model: the runtime's precision (bfloat16: "
+                                       "OpenVINO only).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to this .csv or .json.")
 _DETECT_FACES = flags.DEFINE_bool("detect_faces", False,
                                   "Detect and align the largest face to CelebA's framing first.")
@@ -33,14 +44,15 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
 
 def main(argv: list[str]) -> int:
   inputs = tuple(argv[1:])
-  if not _MODEL_DIR.value:
-    raise app.UsageError("--model_dir is required")
+  if bool(_MODEL_DIR.value) == bool(_MODEL.value):
+    raise app.UsageError("give --model_dir (a training run) or --model (an exported artifact)")
   if not inputs:
     raise app.UsageError("give one or more image files or folders")
   results = predict(PredictConfig(
       model_dir=_MODEL_DIR.value, inputs=inputs, checkpoint=_CHECKPOINT.value,
       batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, detect_faces=_DETECT_FACES.value,
-      max_image_pixels=_MAX_IMAGE_PIXELS.value))
+      max_image_pixels=_MAX_IMAGE_PIXELS.value, model=_MODEL.value,
+      runtime_precision=_RUNTIME_PRECISION.value))
   for result in results:
     if result["status"] == "ok":
       print(f"{result['file']}\t{result['label']}\t{result['confidence']:.4f}")
@@ -53,4 +65,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  usage.run(main, user_errors=(OSError, ValueError))
+  usage.run(main, user_errors=(OSError, ValueError, ImportError))

@@ -83,7 +83,8 @@ def _row(config: RecipeTableConfig, backbone: str) -> dict:
   latency = run_latency_benchmark(LatencyConfig(
       backbones=(backbone,), image_size=tuple(experiment.model.image_size),
       precisions=(experiment.train.precision,), xla=(False,),
-      iterations=config.latency_iterations, warmup=5, throughput_batches=1))["results"][0]
+      iterations=config.latency_iterations, warmup=5, throughput_batches=1,
+      runtimes=("tensorflow",)))["results"][0]
   metrics = report["metrics"]
   recalls = {name: c["recall"] for name, c in metrics.get("per_class", {}).items()}
   return {"backbone": backbone, "val_accuracy": metrics["accuracy"],

@@ -1,4 +1,4 @@
-"""Exporting a trained run as a self-contained artifact: .keras, SavedModel or TFLite.
+"""Exporting a trained run as a self-contained artifact: .keras, SavedModel, TFLite, ONNX, OpenVINO.
 
 Every artifact takes RGB pixels in [0, 255] at the run's image size (the preprocessing
 is inside the model) and loads without this package:
@@ -13,8 +13,17 @@ is inside the model) and loads without this package:
 - saved_model: signatures `serving_default` (float32 pixels) and `serving_uint8`
   (uint8 pixels), [None, H, W, 3] -> {"logits", "probabilities"}.
 - tflite: the float32 signature, converted by `tf.lite.TFLiteConverter` (float32 weights).
+- onnx: the float32 serving function converted by tf2onnx (opset 17), inputs "pixels",
+  outputs "logits" and "probabilities"; runs in ONNX Runtime.
+- openvino: the SavedModel converted by `openvino.convert_model` and written by
+  `openvino.save_model` as IR (model.xml + model.bin, float32 weights); bf16 is a runtime
+  choice (INFERENCE_PRECISION_HINT), checked like float32.
 
-Next to the artifact, `<artifact>.labels.json` holds the class names, image size and task.
+Every artifact is written under a temporary name, run through its own runtime in each
+precision it offers on real images and compared with the checkpoint's logits
+(engine.eval.export_check), and only then moved into place. Next to it,
+`<artifact>.labels.json` holds the class names, image size, crop box, preprocessing, the
+check's numbers and where the weights came from.
 """
 
 from __future__ import annotations
@@ -22,21 +31,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from engine.eval.artifact import PRECISIONS, import_runtime, labels_path
+from engine.eval.export_check import batched_logits, check_artifact, reference_images
 from engine.eval.predict import run_class_names
 from engine.tasks import TASKS, Task
+from engine.models import BACKBONES
 from engine.models.batch_norm import FusedBatchNorm
 from engine.models.preprocessing import Preprocess
 from engine.config import ExperimentConfig
 from engine.run.restore import CheckpointSource, load_model
 
-FORMATS = ("keras", "saved_model", "tflite")
-_DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
+FORMATS = tuple(PRECISIONS)
+_DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
+                  "onnx": "model.onnx", "openvino": "openvino/model.xml"}
+_ONNX_OPSET = 17
+# Images the export check runs (the first of the validation split, or of check_images).
+CHECK_EXAMPLES = 64
 # Max |logit| difference allowed between the stock rebuild and the original model.
 _STOCK_TOLERANCE = 1e-4
 
@@ -134,10 +151,48 @@ def _write_tflite(model: keras.Model, task: Task, path: str) -> None:
     f.write(flatbuffer)
 
 
-def labels_path(artifact_path: str) -> str:
-  """Where an artifact's labels/metadata JSON goes: beside it, named after it in full
-  (model.keras -> model.keras.labels.json), so two formats in one folder do not clash."""
-  return artifact_path.rstrip(os.sep) + ".labels.json"
+def _write_onnx(model: keras.Model, task: Task, path: str) -> None:
+  import_runtime("onnxruntime", "--format=onnx (the export check runs it)")
+  tf2onnx = import_runtime("tf2onnx", "--format=onnx")
+  height, width = model.input_shape[1:3]
+  spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")
+  tf2onnx.convert.from_function(tf.function(_serving_fn(model, task)), input_signature=[spec],
+                                opset=_ONNX_OPSET, output_path=path)
+
+
+def _write_openvino(model: keras.Model, task: Task, path: str) -> None:
+  ov = import_runtime("openvino", "--format=openvino")
+  if not path.endswith(".xml"):
+    raise ValueError(f"{path}: an OpenVINO model is written as NAME.xml (+ NAME.bin)")
+  with tempfile.TemporaryDirectory() as saved_model_dir:
+    _write_saved_model(model, task, saved_model_dir)
+    converted = ov.convert_model(saved_model_dir)
+  # float32 weights: OpenVINO's default halves them to float16, which the bf16 and f32
+  # inference precisions would then both start from.
+  ov.save_model(converted, path, compress_to_fp16=False)
+
+
+_WRITERS = {"keras": lambda model, task, path: model.save(path),
+            "saved_model": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx,
+            "openvino": _write_openvino}
+
+
+def write_artifact(model: keras.Model, task: Task, format: str, path: str) -> None:  # noqa: A002
+  """Writes a stock-Keras model (to_stock_keras) as `format` to `path`, unchecked."""
+  _WRITERS[format](model, task, path)
+
+
+def _artifact_files(path: str, format: str) -> list[str]:  # noqa: A002
+  """The files (or folder) that make the artifact, in the order to move them into place."""
+  return [path[:-len(".xml")] + ".bin", path] if format == "openvino" else [path]
+
+
+def _move_into_place(staged: str, path: str, format: str) -> None:  # noqa: A002
+  """Renames the checked artifact over `path` (a SavedModel folder replaces the old one)."""
+  for source, target in zip(_artifact_files(staged, format), _artifact_files(path, format)):
+    if os.path.isdir(target):
+      shutil.rmtree(target)
+    os.replace(source, target)
 
 
 def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A002
@@ -155,13 +210,18 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A0
       "output_kind": kind,
       "image_size": list(config.input.image_size),
       "crop_box": list(config.input.crop_box) if config.input.crop_box else None,
-      "input": "RGB pixels in [0, 255], [batch, height, width, 3]: the image cut to crop_box "
-               "(top, left, height, width as fractions; null: the whole image), then resized "
-               "bilinearly to image_size; scaling happens inside the model. A model "
+      "input_dtype": config.input.output_dtype,
+      "input": "RGB pixels in [0, 255], [batch, height, width, 3] float32: the image cut to "
+               "crop_box (top, left, height, width as fractions; null: the whole image), then "
+               "resized bilinearly to image_size (and rounded to integers when input_dtype "
+               "is uint8, as training fed it); scaling happens inside the model. A model "
                "trained on CelebA expects faces framed like its aligned 178x218 crops",
+      "preprocessing": {"inside_model": BACKBONES.get(config.model.backbone).preprocessing,
+                        "resize": "bilinear", "channels": "RGB"},
       "outputs": {"logits": "float32 [batch, num_outputs]",
                   "probabilities": f"{probabilities}, indexed like class_names "
-                                   "(saved_model and tflite only)"},
+                                   "(saved_model, tflite, onnx and openvino)"},
+      "runtime_precisions": list(PRECISIONS[format]),
       "backbone": config.model.backbone,
       "head": config.model.head,
       "checkpoint": checkpoint,
@@ -172,32 +232,48 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A0
 
 
 def export(model_dir: str, format: str, output_path: str | None = None,  # noqa: A002
-           checkpoint: str = "best") -> str:
-  """Exports a run's model; returns the artifact's path.
+           checkpoint: str = "best", check_images: tuple[str, ...] | None = None,
+           check_examples: int = CHECK_EXAMPLES) -> str:
+  """Exports a run's model, checked against the checkpoint; returns the artifact's path.
 
   Args:
     model_dir: a training run directory.
-    format: keras | saved_model | tflite.
+    format: keras | saved_model | tflite | onnx | openvino.
     output_path: the artifact's path (default: model_dir/export/model.keras,
-      model_dir/export/saved_model, model_dir/export/model.tflite).
+      .../saved_model, .../model.tflite, .../model.onnx, .../openvino/model.xml).
     checkpoint: which weights ("best", "latest" or a path; see load_model).
+    check_images: image files or folders to check the export on; None: the run's
+      validation split.
+    check_examples: at most this many images are checked.
+
+  Raises:
+    ExportMismatchError: the artifact's logits differ from the checkpoint's (nothing written).
+    ImportError: the format's converter or runtime is missing (names the extra).
   """
   if format not in FORMATS:
     raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
   path = output_path or os.path.join(model_dir, "export", _DEFAULT_NAMES[format])
   if format == "keras" and not path.endswith(".keras"):
     raise ValueError(f"{path}: a Keras model file must end in .keras")
+  if format == "openvino" and not path.endswith(".xml"):
+    raise ValueError(f"{path}: an OpenVINO model is written as NAME.xml (+ NAME.bin)")
   model, config, source = load_model(model_dir, checkpoint)
+  pixels, pixels_source = reference_images(config, check_images, check_examples)
   stock = to_stock_keras(model)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  task = TASKS.get(config.input.task)
-  if format == "keras":
-    stock.save(path)
-  elif format == "saved_model":
-    _write_saved_model(stock, task, path)
-  else:
-    _write_tflite(stock, task, path)
-  with open(labels_path(path), "w") as f:
-    json.dump(metadata(config, format, checkpoint, source), f, indent=2)
+  reference = batched_logits(lambda x: model(x, training=False).numpy(), pixels)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as staging:
+    staged = os.path.join(staging, os.path.basename(path.rstrip(os.sep)))
+    write_artifact(stock, TASKS.get(config.input.task), format, staged)
+    checks = check_artifact(staged, format, pixels, reference)
+    _move_into_place(staged, path, format)
+  info = metadata(config, format, checkpoint, source)
+  info["check"] = {"images": pixels_source, "reference": "the checkpoint in float32 (TensorFlow)",
+                   "precisions": checks}
+  staged_labels = labels_path(path) + ".tmp"
+  with open(staged_labels, "w") as f:
+    json.dump(info, f, indent=2)
+  os.replace(staged_labels, labels_path(path))
   logging.info("exported %s (%s) and %s", path, format, labels_path(path))
   return path

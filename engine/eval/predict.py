@@ -31,6 +31,7 @@ from engine.data.manifest import read_manifest
 from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
+from engine.eval.artifact import load_runner, read_metadata
 from engine.tasks import TASKS, Task
 from engine.run.restore import load_model
 
@@ -48,24 +49,32 @@ class PredictConfig:
   """What to predict.
 
   Attributes:
-    model_dir: a training run directory.
+    model_dir: a training run directory (None with `model`).
     inputs: image files and folders (a folder's images with schema.IMAGE_EXTENSIONS, sorted).
     checkpoint: "best", "latest", or a weights path (see engine.run.restore.load_model).
     batch_size: images per model call.
     output: a .csv or .json file to write the predictions to (None: only return them).
     detect_faces: detect and align the largest face to CelebA's framing first.
     max_image_pixels: larger images (by their header) are an error entry, not decoded.
+    model: an artifact written by `launch.export` (instead of model_dir): predictions run
+      through its runtime (ONNX Runtime, OpenVINO, TFLite, ...), with the class names,
+      image size and crop box of its metadata.
+    runtime_precision: the artifact runtime's precision (float32; bfloat16 for OpenVINO).
   """
 
-  model_dir: str
+  model_dir: str | None
   inputs: tuple[str, ...]
   checkpoint: str = "best"
   batch_size: int = 32
   output: str | None = None
   detect_faces: bool = False
   max_image_pixels: int = MAX_IMAGE_PIXELS
+  model: str | None = None
+  runtime_precision: str = "float32"
 
   def validate(self) -> "PredictConfig":
+    if bool(self.model_dir) == bool(self.model):
+      raise ValueError("give either a training run (model_dir) or an exported model (model)")
     if not self.inputs:
       raise ValueError("no inputs: give image files or folders")
     if self.batch_size < 1:
@@ -269,6 +278,44 @@ def _read_and_align(path: str, detector, max_pixels: int) -> tuple[np.ndarray | 
                                "score": face.detection.score}}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Model:
+  """What predict needs of a model: its batch function and how to feed and read it."""
+
+  probabilities: object  # a fixed-shape batch of pixels -> the task's probabilities
+  task: Task
+  class_names: list[str]
+  image_size: tuple[int, int]
+  input_dtype: str
+  crop_box: tuple[float, ...] | None
+
+
+def _run_model(model_dir: str, checkpoint: str, batch_size: int) -> _Model:
+  """A training run's checkpoint, in TensorFlow."""
+  model, run, source = load_model(model_dir, checkpoint)
+  logging.info("weights: %s (step %s%s)", source.path, source.step, ", EMA" if source.ema else "")
+  task, image_size = TASKS.get(run.input.task), tuple(run.input.image_size)
+  dtype = tf.uint8 if run.input.output_dtype == "uint8" else tf.float32
+  return _Model(_model_fn(model, batch_size, image_size, dtype, task), task,
+                run_class_names(run), image_size, run.input.output_dtype, run.input.crop_box)
+
+
+def _artifact_model(path: str, precision: str, batch_size: int) -> _Model:
+  """An exported artifact, through its own runtime, fed as its metadata says."""
+  info = read_metadata(path)
+  run = load_runner(path, info["format"], precision)
+  task = TASKS.get(info["task"])
+  logging.info("model: %s (%s, %s; checkpoint %s, step %s)", path, info["format"], precision,
+               info.get("checkpoint_path"), info.get("checkpoint_step"))
+
+  def probabilities(images):
+    return task.probabilities(tf.constant(run(images.numpy())))
+
+  crop_box = tuple(info["crop_box"]) if info.get("crop_box") else None
+  return _Model(probabilities, task, info["class_names"], tuple(info["image_size"]),
+                info.get("input_dtype", "float32"), crop_box)
+
+
 def predict(config: PredictConfig) -> list[dict]:
   """Predicts every input image; returns one dict per file, in input order.
 
@@ -277,22 +324,20 @@ def predict(config: PredictConfig) -> list[dict]:
   entries also carry `face` (detector, box, score, num_faces).
   """
   config.validate()
-  model, run, source = load_model(config.model_dir, config.checkpoint)
-  logging.info("weights: %s (step %s%s)", source.path, source.step, ", EMA" if source.ema else "")
-  task, names = TASKS.get(run.input.task), run_class_names(run)
-  image_size = tuple(run.input.image_size)
   entries = expand_inputs(config.inputs)
   batch_size = max(1, min(config.batch_size, len(entries)))
-  dtype = tf.uint8 if run.input.output_dtype == "uint8" else tf.float32
-  resize = _resize_fn(image_size, run.input.output_dtype, run.input.crop_box)
+  model = (_artifact_model(config.model, config.runtime_precision, batch_size) if config.model
+           else _run_model(config.model_dir, config.checkpoint, batch_size))
+  task, names, image_size = model.task, model.class_names, model.image_size
+  dtype = tf.uint8 if model.input_dtype == "uint8" else tf.float32
+  resize = _resize_fn(image_size, model.input_dtype, model.crop_box)
   detector = faces.make_detector() if config.detect_faces else None
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
   def on_result(index, probabilities):
     results[index].update(status="ok", **_describe(probabilities, names, task))
 
-  batcher = _Batcher(_model_fn(model, batch_size, image_size, dtype, task), batch_size,
-                     (*image_size, 3), dtype, on_result)
+  batcher = _Batcher(model.probabilities, batch_size, (*image_size, 3), dtype, on_result)
   for index, (path, error) in enumerate(entries):
     if error is not None:
       logging.warning("%s", error)

@@ -81,12 +81,40 @@ def test_predict_without_images_is_a_usage_error(run_dir):
 @pytest.mark.slow
 def test_export_prints_the_artifact(run_dir, tmp_path):
   output = str(tmp_path / "served")
+  # the run's shards are not on this machine: nothing to check the export on
+  unchecked = _run("launch.export", f"--model_dir={run_dir}", "--format=saved_model",
+                   f"--output={output}")
+  assert_one_line_error(unchecked, "launch.export", "give real images to check it on")
+  assert not os.path.exists(output)
+  write_images(tmp_path / "images")
   result = _run("launch.export", f"--model_dir={run_dir}", "--format=saved_model",
-                f"--output={output}")
+                f"--output={output}", f"--check_images={tmp_path / 'images'}")
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == output
   assert os.path.exists(os.path.join(output, "saved_model.pb"))
   with open(output + ".labels.json") as f:
     assert json.load(f)["class_names"] == ["female", "male"]
-  bad = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx")
-  assert_one_line_error(bad, "launch.export", "--format=onnx")
+  bad = _run("launch.export", f"--model_dir={run_dir}", "--format=coreml")
+  assert_one_line_error(bad, "launch.export", "--format=coreml")
+
+
+@pytest.mark.slow  # three fresh interpreters importing TensorFlow
+def test_export_onnx_then_predict_through_it(run_dir, tmp_path):
+  """The deploy loop as a user runs it: export, then check the artifact on one's photos."""
+  pytest.importorskip("tf2onnx", reason="--format=onnx needs the deploy extra")
+  pytest.importorskip("onnxruntime", reason="--format=onnx needs the deploy extra")
+  files = [f for f in write_images(tmp_path / "images") if not f.endswith("broken.jpg")]
+  artifact = str(tmp_path / "model.onnx")
+  exported = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx",
+                  f"--output={artifact}", f"--check_images={tmp_path / 'images'}")
+  assert exported.returncode == 0, exported.stderr
+  from_run = _run("launch.predict", f"--model_dir={run_dir}", *files)
+  from_artifact = _run("launch.predict", f"--model={artifact}", *files)
+  assert from_artifact.returncode == 0, from_artifact.stderr
+  rows = [line.split("\t") for line in from_artifact.stdout.splitlines() if "\t" in line]
+  expected = [line.split("\t") for line in from_run.stdout.splitlines() if "\t" in line]
+  assert [r[:2] for r in rows] == [r[:2] for r in expected] and len(rows) == 4
+  for got, want in zip(rows, expected):
+    assert float(got[2]) == pytest.approx(float(want[2]), abs=2e-4)  # printed to 4 places
+  both = _run("launch.predict", f"--model_dir={run_dir}", f"--model={artifact}", files[0])
+  assert_one_line_error(both, "launch.predict", "give --model_dir (a training run) or --model")

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps
 from engine.data.pipeline import make_dataset
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval import faces
+from engine.eval.artifact import PRECISIONS
+from engine.eval.export import export
 from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, load_image, run_class_names,
                                  predict)
 from engine.models import build_model
@@ -271,3 +273,40 @@ def test_detect_faces_reports_no_face(run_dir, tmp_path):
   assert statuses == {"broken.jpg": "error", "face0.jpg": "no_face", "face1.jpg": "no_face",
                       "face2.jpg": "no_face", "gray.png": "no_face"}
   assert all("no face" in r["message"] for r in results if r["status"] == "no_face")
+
+
+@pytest.fixture(scope="module")
+def cropped_run(celeba_dir, celeba_shards, tmp_path_factory):
+  """A run with a crop box on real shards, its test faces, and what it predicts for them."""
+  model_dir = write_run_dir(tmp_path_factory.mktemp("cropped"), data_dir=celeba_shards,
+                            crop_box=(0.2, 0.1, 0.6, 0.8))
+  folder = os.path.join(celeba_dir, "img_align_celeba")
+  files = tuple(sorted(os.path.join(folder, n) for n in os.listdir(folder))[:6])
+  return model_dir, files, predict(PredictConfig(model_dir, files, batch_size=4))
+
+
+@pytest.mark.parametrize("format", ["tflite", "onnx", "openvino"])
+def test_exported_artifact_predicts_what_the_run_predicts(cropped_run, tmp_path, format):
+  """predict(model=ARTIFACT) runs the artifact's runtime with the crop, size and class
+  names of its metadata: the run's own predictions (a skipped crop would change them),
+  in each precision the runtime offers (bf16: 8-bit mantissas, so 2e-2)."""
+  for package in {"onnx": ("tf2onnx", "onnxruntime"), "openvino": ("openvino",)}.get(format, ()):
+    pytest.importorskip(package, reason=f"{format} needs {package} from the deploy extra")
+  model_dir, files, expected = cropped_run
+  name = {"tflite": "m.tflite", "onnx": "m.onnx", "openvino": "ov/m.xml"}[format]
+  artifact = export(model_dir, format, str(tmp_path / name))
+  for precision in PRECISIONS[format]:
+    results = predict(PredictConfig(None, files, batch_size=4, model=artifact,
+                                    runtime_precision=precision))
+    assert [r["label"] for r in results] == [r["label"] for r in expected]
+    atol = 2e-2 if precision == "bfloat16" else 1e-5
+    for got, want in zip(results, expected):
+      assert got["probabilities"]["male"] == pytest.approx(want["probabilities"]["male"],
+                                                           abs=atol)
+
+
+def test_predict_takes_a_run_or_an_artifact_not_both(tmp_path):
+  with pytest.raises(ValueError, match="either a training run .* or an exported model"):
+    PredictConfig("run", ("x.jpg",), model="m.onnx").validate()
+  with pytest.raises(FileNotFoundError, match="m.onnx: no such exported model"):
+    predict(PredictConfig(None, ("x.jpg",), model=str(tmp_path / "m.onnx")))
