@@ -6,6 +6,10 @@
 
 Every training flag of launch.train applies (the flagfile and overrides); only the
 backbone and the model directory change per row.
+
+Model selection without peeking at validation: add --cv_folds=5 to score each backbone by
+identity-disjoint 5-fold cross-validation on the training partition first (folds are
+written once under WORK_DIR/folds); the validation split is then scored once, at the end.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ _BACKBONES = flags.DEFINE_list("backbones", ["resnet18"], "Backbones to train, o
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/recipes", "One run directory per backbone here.")
 _LATENCY_ITERATIONS = flags.DEFINE_integer("latency_iterations", 30, "Timed batch-1 calls.")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Write the rows here.")
+_CV_FOLDS = flags.DEFINE_integer(
+    "cv_folds", 0, "Identity-disjoint K-fold cross-validation on the training split before the "
+    "validation run (0: off).")
+_CV_SEED = flags.DEFINE_integer("cv_seed", 0, "Shuffles identities before dealing them to folds.")
 
 
 def main(argv: list[str]) -> None:
   del argv
   report = run_recipe_table(RecipeTableConfig(
       experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value), _WORK_DIR.value,
-      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value))
+      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value, _CV_SEED.value))
   print(report["markdown"])
 
 

@@ -1,7 +1,8 @@
 """Evaluates a trained run on one split: report, slices, confusion matrix, JSON.
 
   python -m launch.evaluate --model_dir=runs/male --data_dir=shards/celeba --split=test \
-      [--checkpoint=best|latest|PATH] [--output_json=report.json] [--batch_size=64] [--flip_tta]
+      [--checkpoint=best|latest|PATH] [--output_json=report.json] [--batch_size=64] [--flip_tta] \
+      [--framing=standard]   # also: accuracy with the faces re-framed (tight, loose, shifted, tilted)
 
 A model_dir that is not a run (no config.json) or has no such checkpoint, a data_dir
 without shards, or an unknown split: one line on stderr naming it, exit code 2.
@@ -28,6 +29,9 @@ _ON_BAD_RECORD = flags.DEFINE_enum("on_bad_record", "error", ["error", "skip"],
                                    "out).")
 _VERIFY_SHARDS = flags.DEFINE_enum("verify_shards", "fast", ["fast", "full", "off"],
                                    "Check the split's shards against manifest.json first.")
+_FRAMING = flags.DEFINE_list(
+    "framing", [], "Also score the split re-framed: standard (the whole curve) or names of "
+    "engine.eval.framing.FRAMINGS (clean, tight_1.3, loose_0.7, shift_left, rotate_10, ...).")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits with its mirror's "
                               "(default: as the run did during training).")
 
@@ -40,7 +44,8 @@ def main(argv: list[str]) -> None:
   evaluate(EvalConfig(model_dir=_MODEL_DIR.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
                       checkpoint=_CHECKPOINT.value, batch_size=_BATCH_SIZE.value,
                       output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value,
-                      on_bad_record=_ON_BAD_RECORD.value, verify_shards=_VERIFY_SHARDS.value))
+                      on_bad_record=_ON_BAD_RECORD.value, verify_shards=_VERIFY_SHARDS.value,
+                      framings=tuple(_FRAMING.value)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Predicts labels for images with a trained run.
 
   python -m launch.predict --model_dir=DIR IMAGE_OR_FOLDER... [--output=preds.csv]
-      [--detect_faces] [--checkpoint=best] [--batch_size=32] [--max_image_pixels=80000000]
+      [--detect_faces | --aligned] [--flip_tta] [--checkpoint=best] [--batch_size=32]
+      [--max_image_pixels=80000000]
   python -m launch.predict --model=EXPORTED_ARTIFACT [--runtime_precision=bfloat16] ...
 
 With --model, an artifact written by launch.export (model.onnx, openvino/model.xml,
@@ -12,10 +13,17 @@ on one's own photos.
 Prints one line per image (file, label, confidence). A file that cannot be read (empty,
 truncated, not an image, or over --max_image_pixels by its header, which is checked
 before decoding) gets an ERROR line naming why, the others are still predicted, and the
-exit code is 1. With --detect_faces each photo is first aligned to CelebA's crop framing
-(mtcnn from the `faces` extra, else OpenCV's Haar cascade); an image without a face gets
-a NO_FACE line, which is a result, not a failure. A model_dir that is not a run or has
-no such checkpoint: one line on stderr, exit code 2.
+exit code is 1.
+
+Faces are framed as in training, by default: an image of the training images' own size
+(CelebA's aligned 178x218) is used as it is, any other photo is first aligned to CelebA's
+crop framing (mtcnn from the `faces` extra, else OpenCV's Haar cascade), and a line
+after its prediction says why the alignment may be off (several faces, a doubtful
+detection, a face box far from training's, a face at the photo's edge). --detect_faces
+aligns every image, --aligned none. An image without a face gets a NO_FACE line, which
+is a result, not a failure. The run's flip test-time augmentation applies (--noflip_tta
+to turn it off), so a validation image gets the numbers launch.evaluate gives it.
+A model_dir that is not a run or has no such checkpoint: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -32,8 +40,13 @@ _RUNTIME_PRECISION = flags.DEFINE_enum("runtime_precision", "float32", ["float32
                                        "With --model: the runtime's precision (bfloat16: "
                                        "OpenVINO only).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to this .csv or .json.")
-_DETECT_FACES = flags.DEFINE_bool("detect_faces", False,
-                                  "Detect and align the largest face to CelebA's framing first.")
+_DETECT_FACES = flags.DEFINE_bool(
+    "detect_faces", None, "Align every image's largest face to CelebA's framing first "
+    "(default: every image not already of the training images' size).")
+_ALIGNED = flags.DEFINE_bool("aligned", False, "The images are already framed like the "
+                             "training images: never detect faces (--nodetect_faces).")
+_FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits with its "
+                              "mirror's (default: as the run's evaluation does).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
                                   "best | latest | a step | a .weights.h5 file or checkpoint prefix.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
@@ -48,14 +61,19 @@ def main(argv: list[str]) -> int:
     raise app.UsageError("give --model_dir (a training run) or --model (an exported artifact)")
   if not inputs:
     raise app.UsageError("give one or more image files or folders")
+  if _ALIGNED.value and _DETECT_FACES.value:
+    raise app.UsageError("--aligned and --detect_faces contradict each other")
   results = predict(PredictConfig(
       model_dir=_MODEL_DIR.value, inputs=inputs, checkpoint=_CHECKPOINT.value,
-      batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, detect_faces=_DETECT_FACES.value,
+      batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, flip_tta=_FLIP_TTA.value,
+      detect_faces=False if _ALIGNED.value else _DETECT_FACES.value,
       max_image_pixels=_MAX_IMAGE_PIXELS.value, model=_MODEL.value,
       runtime_precision=_RUNTIME_PRECISION.value))
   for result in results:
     if result["status"] == "ok":
       print(f"{result['file']}\t{result['label']}\t{result['confidence']:.4f}")
+      for warning in result.get("warnings", []):
+        print(f"{result['file']}\tWARNING\t{warning}")
     else:
       print(f"{result['file']}\t{result['status'].upper()}\t{result['message']}")
   failed = sum(result["status"] == "error" for result in results)

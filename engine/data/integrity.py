@@ -58,6 +58,13 @@ def head_tail_sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def shard_entry(path: str, num_examples: int) -> dict:
+  """A shard's manifest entry: what `verify_shards` checks it against."""
+  return {"file": os.path.basename(path), "num_examples": num_examples,
+          "bytes": os.path.getsize(path), "sha256": file_sha256(path),
+          HEAD_TAIL_KEY: head_tail_sha256(path)}
+
+
 def _shard_problem(path: str, shard: dict, full: bool) -> str | None:
   """What differs between the file at `path` and its manifest entry, or None."""
   try:

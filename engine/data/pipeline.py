@@ -273,7 +273,7 @@ def _eval_batches(ds: tf.data.Dataset, parts: _Parts) -> tf.data.Dataset:
   """Decode (unless cached decoded), then padded batches with a mask: every example once."""
   if parts.cache != "decoded":
     ds = parts.decode_map(ds)
-  return _pad_and_mask(ds, parts.batch)
+  return pad_and_mask(ds, parts.batch)
 
 
 def _balanced(ds: tf.data.Dataset, k: int, seed: int) -> tf.data.Dataset:
@@ -282,7 +282,7 @@ def _balanced(ds: tf.data.Dataset, k: int, seed: int) -> tf.data.Dataset:
   return tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / k] * k, seed=seed)
 
 
-def _pad_and_mask(ds: tf.data.Dataset, batch: int) -> tf.data.Dataset:
+def pad_and_mask(ds: tf.data.Dataset, batch: int) -> tf.data.Dataset:
   """Adds mask=1 per example and pads the last batch with mask=0 examples.
 
   With batch - 1 padding examples appended, drop_remainder keeps exactly ceil(n / batch)

@@ -8,6 +8,10 @@ attributes and identity (same files, same order, no image decode) to report the 
 slices: e.g. the gender error on faces with and without eyeglasses, ranked by the gap to
 the overall error with 95% Wilson intervals (`engine.eval.fairness`), in the console, the
 JSON ("fairness") and TensorBoard (scalars and a text table).
+
+With `framings` it also scores the split re-framed the way other collections frame faces
+(`engine.eval.framing`: tighter chips, looser frames, shifts, tilts): the robustness curve,
+each point's accuracy and its drop from the clean framing ("framing" in the JSON).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from engine.config import InputConfig
 from engine.data import integrity, schema
 from engine.data.manifest import read_manifest
 from engine.data.pipeline import eval_records, make_dataset
-from engine.eval import fairness, metrics
+from engine.eval import fairness, framing, metrics
 from engine.eval.inference import make_predict_fn, predict_padded
 from engine.run.restore import load_model
 from engine.tasks import TASKS, Task
@@ -54,6 +58,8 @@ class EvalConfig:
     on_bad_record: "error" stops at an unreadable record, naming its shard; "skip" evaluates
       what reads and says how many of the manifest's examples were left out.
     verify_shards: check the shards against manifest.json first: fast | full | off.
+    framings: also score these framings (`engine.eval.framing` names, "standard" for the
+      whole curve); single-answer tasks only.
   """
 
   model_dir: str
@@ -65,6 +71,7 @@ class EvalConfig:
   flip_tta: bool | None = None
   on_bad_record: str = "error"
   verify_shards: str = "fast"
+  framings: tuple[str, ...] = ()
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -84,6 +91,9 @@ def evaluate(config: EvalConfig) -> dict:
     raise ValueError(f"{input_config.data_dir}: no split {config.split!r}; has "
                      f"{sorted(manifest['splits'])}")
   task = TASKS.get(input_config.task)
+  framings = framing.parse_framings(config.framings)
+  if framings and task.output_kind == "multilabel":
+    raise ValueError(f"framings: task={task.name} has no single answer per example to score")
   integrity.check_shards(input_config.data_dir, manifest, [config.split], config.verify_shards)
   predict = make_predict_fn(model, config.flip_tta)
   try:
@@ -114,6 +124,8 @@ def evaluate(config: EvalConfig) -> dict:
       "manifest_examples": int(expected), "skipped_examples": int(skipped),
   }
   report.update(_task_report(task, logits, labels, input_config, manifest, side))
+  if framings:
+    report["framing"] = _framing_curve(predict, task, input_config, manifest, framings)
 
   out_dir = os.path.join(config.model_dir, f"eval_{config.split}")
   os.makedirs(out_dir, exist_ok=True)
@@ -126,6 +138,20 @@ def evaluate(config: EvalConfig) -> dict:
     logging.info("wrote %s", config.output_json)
   print(format_report(report))  # the console report is this function's product
   return report
+
+
+def _framing_curve(predict, task: Task, config: InputConfig, manifest: dict,
+                   framings: tuple[framing.Framing, ...]) -> list[dict]:
+  """Accuracy under each framing; the drop is from the "clean" point of the same path."""
+  rows = []
+  clean = None
+  for f in sorted(framings, key=lambda f: f.name != "clean"):  # clean first: the reference
+    predictions = predict_padded(predict, framing.framed_dataset(config, manifest, task, f))
+    probs = task.probabilities(predictions.logits.astype(np.float64)).numpy()
+    rows.append(framing.framing_row(f, task, predictions.labels, probs, clean))
+    clean = rows[0]["accuracy"] if rows[0]["name"] == "clean" else None
+    logging.info("framing %s: accuracy %.4f", f.name, rows[-1]["accuracy"])
+  return rows
 
 
 def _read_side_features(config: InputConfig, manifest: dict) -> dict[str, np.ndarray]:
@@ -308,6 +334,11 @@ def format_report(report: dict) -> str:
   lines += ["", "  ".join(headline)]
   if "fairness" in report:  # every attribute value (and identity bucket), ranked
     lines += ["", "error by slice, worst first"] + fairness.format_ranking(report["fairness"])
+  if "framing" in report:
+    lines += ["", "accuracy by framing (drop from clean, points)"]
+    lines += [f"  {r['name']:<12} {r['accuracy']:.4f}"
+              + ("" if r["drop_points"] is None else f"  {r['drop_points']:+.2f}")
+              for r in report["framing"]]
   by_class = [(f"class {name}", stats)
               for name, stats in report.get("slices", {}).get("by_class", {}).items()]
   if by_class:

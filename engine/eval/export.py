@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from engine.eval.artifact import PRECISIONS, import_runtime, labels_path
 from engine.eval.export_check import batched_logits, check_artifact, reference_images
-from engine.eval.predict import run_class_names
+from engine.eval.predict import run_class_names, run_frame_size
 from engine.tasks import TASKS, Task
 from engine.models import BACKBONES
 from engine.models.batch_norm import FusedBatchNorm
@@ -213,6 +213,10 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A0
       "output_kind": kind,
       "image_size": list(config.input.image_size),
       "crop_box": list(config.input.crop_box) if config.input.crop_box else None,
+      # (height, width) of the aligned frame trained on (null: images as they came): what
+      # predict takes as already aligned; and whether evaluation averaged the mirror image.
+      "frame_size": list(frame) if (frame := run_frame_size(config)) else None,
+      "flip_tta": config.train.eval_flip,
       "input_dtype": config.input.output_dtype,
       "input": "RGB pixels in [0, 255], [batch, height, width, 3] float32: the image cut to "
                "crop_box (top, left, height, width as fractions; null: the whole image), then "

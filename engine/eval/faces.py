@@ -46,6 +46,17 @@ _HAAR_LANDMARKS = {"left_eye": (0.285, 0.37), "right_eye": (0.715, 0.37),
                    "mouth_center": (0.5, 0.78)}
 DETECTORS = ("auto", "mtcnn", "haar")
 
+# Where training saw the face: MTCNN's median box (x, y, width, height) on 298 aligned
+# celeba-dev crops; its 1st-percentile IoU with a crop's own box is 0.47, its 1st-percentile
+# score 0.937. A face whose box lands elsewhere in the aligned frame, or that the detector
+# doubts more than that, is outside what the model was trained on: predict warns.
+CELEBA_FACE_BOX = (48.0, 67.0, 83.0, 113.0)
+MIN_FRAME_IOU = 0.5
+MIN_FACE_SCORE = 0.9
+# Below this share of the aligned frame taken from the photo (the rest is its edge pixels
+# repeated: a face at the border of the photo), the crop is not what training saw.
+MIN_FRAME_COVERAGE = 0.8
+
 
 @dataclasses.dataclass(frozen=True)
 class Detection:
@@ -72,6 +83,9 @@ class AlignedFace:
     detection: the face that was aligned: the largest one found.
     num_faces: how many faces the detector found.
     detector: which detector ran ("mtcnn" or "haar").
+    box_in_frame: the detection's box carried into the aligned crop (x, y, width, height:
+      the bounds of its warped corners), to compare with CELEBA_FACE_BOX.
+    coverage: the share of the aligned crop that comes from the photo.
   """
 
   status: str
@@ -79,6 +93,8 @@ class AlignedFace:
   detection: Detection | None
   num_faces: int
   detector: str
+  box_in_frame: tuple[float, float, float, float] | None = None
+  coverage: float | None = None
 
 
 class FaceDetector(Protocol):
@@ -213,6 +229,49 @@ def _area(detection: Detection) -> float:
   return detection.box[2] * detection.box[3]
 
 
+def _box_in_frame(box: tuple[float, ...], matrix: np.ndarray) -> tuple[float, ...]:
+  x, y, w, h = box
+  corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]]) @ matrix.T
+  (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+  return tuple(round(float(v), 1) for v in (x0, y0, x1 - x0, y1 - y0))
+
+
+def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray) -> float:
+  """The share of the 178x218 crop that `matrix` takes from inside the photo."""
+  height, width = CELEBA_CROP_SIZE
+  inverse = cv2.invertAffineTransform(matrix)
+  ys, xs = np.mgrid[0:height, 0:width]
+  source = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1) @ inverse.T
+  inside = ((source[:, 0] >= -0.5) & (source[:, 0] <= image_shape[1] - 0.5)
+            & (source[:, 1] >= -0.5) & (source[:, 1] <= image_shape[0] - 0.5))
+  return round(float(inside.mean()), 3)
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+  """Intersection over union of two (x, y, width, height) boxes."""
+  width = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+  height = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+  intersection = width * height
+  union = a[2] * a[3] + b[2] * b[3] - intersection
+  return intersection / union if union > 0 else 0.0
+
+
+def framing_warnings(face: AlignedFace) -> list[str]:
+  """Why an aligned face may be outside what a CelebA-trained model saw (empty: none)."""
+  warnings = []
+  if face.num_faces > 1:
+    warnings.append(f"{face.num_faces} faces; the largest was used")
+  if face.detection.score < MIN_FACE_SCORE:
+    warnings.append(f"low face score {face.detection.score:.2f} (< {MIN_FACE_SCORE})")
+  iou = box_iou(face.box_in_frame, CELEBA_FACE_BOX)
+  if iou < MIN_FRAME_IOU:
+    warnings.append(f"face box far from the training framing (IoU {iou:.2f} < {MIN_FRAME_IOU})")
+  if face.coverage < MIN_FRAME_COVERAGE:
+    warnings.append(f"face at the photo's edge: {100 * face.coverage:.0f}% of the crop is "
+                    "in the photo")
+  return warnings
+
+
 def align_face(image: np.ndarray, detector: FaceDetector) -> AlignedFace:
   """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing."""
   detections = sorted(detector.detect(image), key=_area, reverse=True)
@@ -220,5 +279,6 @@ def align_face(image: np.ndarray, detector: FaceDetector) -> AlignedFace:
     matrix = similarity_to_celeba(detection.landmarks)
     if matrix is not None:
       return AlignedFace("ok", warp_to_celeba(image, matrix), detection, len(detections),
-                         detector.name)
+                         detector.name, _box_in_frame(detection.box, matrix),
+                         _coverage(image.shape, matrix))
   return AlignedFace("no_face", None, None, len(detections), detector.name)

@@ -1,9 +1,20 @@
-"""Predicting labels for image files with a trained run.
+"""Predicting labels for image files with a trained run or an exported artifact.
 
 Each image is prepared as the evaluation pipeline prepares a stored one (JPEGs decoded by
-TensorFlow with the same settings, a bilinear resize of the whole image to the run's
-size, rounded to uint8 when the run fed uint8), or, with `detect_faces`, first aligned
-to CelebA's crop framing (`engine.eval.faces`).
+TensorFlow with the same settings, cut to the run's crop box, resized bilinearly to the
+run's size, rounded to uint8 when the run fed uint8), and scored with the same flip
+test-time augmentation as the run's evaluation, so a validation JPEG gets exactly the
+numbers `launch.evaluate` gives it.
+
+Faces are framed as training framed them. By default (`detect_faces=None`, auto) an image
+of exactly the training images' stored size (CelebA's aligned 178x218) is taken as
+already aligned; any other image is first detected and aligned to CelebA's framing
+(`engine.eval.faces`), and the result says which (`framing`: as_is | aligned) and why the
+alignment may be off (`warnings`: several faces, a low detector score, a face box far
+from where training saw faces, a face at the photo's edge). A run trained on an image
+folder (no alignment in training) takes every image as it is. `detect_faces=True` or
+`False` forces either way.
+
 Batches have one static shape (the last one is padded), so one traced function serves
 every batch. A file that cannot be read is an error entry naming it and why, and so is
 an image whose header states more than `max_image_pixels` (never decoded); the others go on.
@@ -32,6 +43,7 @@ from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
 from engine.eval.artifact import load_runner, read_metadata
+from engine.eval.inference import make_predict_fn
 from engine.tasks import TASKS, Task
 from engine.run.restore import load_model
 
@@ -54,7 +66,11 @@ class PredictConfig:
     checkpoint: "best", "latest", or a weights path (see engine.run.restore.load_model).
     batch_size: images per model call.
     output: a .csv or .json file to write the predictions to (None: only return them).
-    detect_faces: detect and align the largest face to CelebA's framing first.
+    detect_faces: detect and align the largest face to CelebA's framing first: None
+      (auto) for images not already of the training frame's size, True for all, False
+      for none.
+    flip_tta: average each image's logits with its mirror's; None: as the run's
+      evaluation does (its `eval_flip`, or the artifact's metadata).
     max_image_pixels: larger images (by their header) are an error entry, not decoded.
     model: an artifact written by `launch.export` (instead of model_dir): predictions run
       through its runtime (ONNX Runtime, OpenVINO, TFLite, ...), with the class names,
@@ -67,7 +83,8 @@ class PredictConfig:
   checkpoint: str = "best"
   batch_size: int = 32
   output: str | None = None
-  detect_faces: bool = False
+  detect_faces: bool | None = None
+  flip_tta: bool | None = None
   max_image_pixels: int = MAX_IMAGE_PIXELS
   model: str | None = None
   runtime_precision: str = "float32"
@@ -113,6 +130,20 @@ def run_class_names(config: ExperimentConfig) -> list[str]:
     logging.warning("class names: %d names for %d classes; using indices", len(names), expected)
     names = [str(i) for i in range(expected)]
   return names
+
+
+def run_frame_size(config: ExperimentConfig) -> tuple[int, int] | None:
+  """(height, width) of the aligned frame the run trained on; None: a folder set's images,
+  taken as they came (training aligned nothing)."""
+  manifest = _read_manifest_or_none(config.input.data_dir)
+  if manifest is None:
+    logging.warning("face alignment: the run's manifest is not readable here; assuming "
+                    "CelebA's aligned %dx%d frame", *faces.CELEBA_CROP_SIZE)
+    return faces.CELEBA_CROP_SIZE
+  if manifest["source"] != "celeba":
+    return None
+  shape = manifest.get("image_shape")
+  return tuple(shape[:2]) if shape else faces.CELEBA_CROP_SIZE
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
@@ -219,12 +250,15 @@ def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
   return resize
 
 
-def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, task: Task):
-  """One traced function: a fixed-shape batch of pixels -> the task's probabilities."""
+def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, task: Task,
+              flip_tta: bool):
+  """One traced function: a fixed-shape batch of pixels -> the task's probabilities, from
+  the logits evaluation computes (engine.eval.inference, flip TTA included)."""
+  logits = make_predict_fn(model, flip_tta)
 
   @tf.function(input_signature=[tf.TensorSpec([batch_size, *image_size, 3], dtype)])
   def probabilities(images):
-    return task.probabilities(tf.cast(model(images, training=False), tf.float32))
+    return task.probabilities(logits(images))
 
   return probabilities
 
@@ -260,7 +294,55 @@ class _Batcher:
     self._images, self._keys = [], []
 
 
-def _read_and_align(path: str, detector, max_pixels: int) -> tuple[np.ndarray | None, dict]:
+class _Framer:
+  """Frames each image as training did: as it is, or aligned by a face detector that is
+  built on first use (loading MTCNN takes seconds), and counts what it did."""
+
+  def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None):
+    self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
+    self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0}
+
+  def describe(self) -> str:
+    if self._detect is None:
+      mode = ("auto: images of the training frame's size "
+              f"({self._frame_size[1]}x{self._frame_size[0]}) as they are, others aligned"
+              if self._frame_size else "auto: the run trained on images as they came "
+              "(no alignment); --detect_faces to align")
+    else:
+      mode = "on (every image aligned)" if self._detect else "off (--aligned)"
+    return f"face alignment {mode}"
+
+  def needs_detection(self, image: np.ndarray) -> bool:
+    if self._detect is not None:
+      return self._detect
+    return self._frame_size is not None and tuple(image.shape[:2]) != tuple(self._frame_size)
+
+  def frame(self, path: str, image: np.ndarray) -> tuple[np.ndarray | None, dict]:
+    if not self.needs_detection(image):
+      self.counts["as_is"] += 1
+      return image, {"framing": "as_is"}
+    if self._detector is None:
+      self._detector = faces.make_detector()
+    face = faces.align_face(image, self._detector)
+    if face.status != "ok":
+      self.counts["no_face"] += 1
+      return None, {"status": "no_face", "framing": "aligned",
+                    "message": f"{path}: no face found ({face.detector})"}
+    warnings = faces.framing_warnings(face)
+    self.counts["aligned"] += 1
+    self.counts["warned"] += bool(warnings)
+    for warning in warnings:
+      logging.warning("%s: %s", path, warning)
+    return face.image, {"framing": "aligned", "warnings": warnings,
+                        "face": {"detector": face.detector, "num_faces": face.num_faces,
+                                 "box": [round(v, 1) for v in face.detection.box],
+                                 "score": face.detection.score,
+                                 "box_in_frame": list(face.box_in_frame),
+                                 "coverage": face.coverage}}
+
+
+def _read_and_frame(path: str, framer: _Framer, max_pixels: int
+                    ) -> tuple[np.ndarray | None, dict]:
   """One file -> (RGB image to resize, or None; fields for its result)."""
   try:
     image = load_image(path, max_pixels)
@@ -268,14 +350,7 @@ def _read_and_align(path: str, detector, max_pixels: int) -> tuple[np.ndarray | 
     message = str(e) if path in str(e) else f"{path}: {e}"
     logging.warning("%s", message)
     return None, {"status": "error", "message": message}
-  if detector is None:
-    return image, {}
-  face = faces.align_face(image, detector)
-  if face.status != "ok":
-    return None, {"status": "no_face", "message": f"{path}: no face found ({face.detector})"}
-  return face.image, {"face": {"detector": face.detector, "num_faces": face.num_faces,
-                               "box": [round(v, 1) for v in face.detection.box],
-                               "score": face.detection.score}}
+  return framer.frame(path, image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,50 +363,69 @@ class _Model:
   image_size: tuple[int, int]
   input_dtype: str
   crop_box: tuple[float, ...] | None
+  frame_size: tuple[int, int] | None  # the aligned frame trained on (None: not aligned)
+  flip_tta: bool
 
 
-def _run_model(model_dir: str, checkpoint: str, batch_size: int) -> _Model:
+def _run_model(model_dir: str, checkpoint: str, batch_size: int, flip_tta: bool | None
+               ) -> _Model:
   """A training run's checkpoint, in TensorFlow."""
   model, run, source = load_model(model_dir, checkpoint)
   logging.info("weights: %s (step %s%s)", source.path, source.step, ", EMA" if source.ema else "")
   task, image_size = TASKS.get(run.input.task), tuple(run.input.image_size)
   dtype = tf.uint8 if run.input.output_dtype == "uint8" else tf.float32
-  return _Model(_model_fn(model, batch_size, image_size, dtype, task), task,
-                run_class_names(run), image_size, run.input.output_dtype, run.input.crop_box)
+  flip = run.train.eval_flip if flip_tta is None else flip_tta
+  return _Model(_model_fn(model, batch_size, image_size, dtype, task, flip), task,
+                run_class_names(run), image_size, run.input.output_dtype, run.input.crop_box,
+                run_frame_size(run), flip)
 
 
-def _artifact_model(path: str, precision: str, batch_size: int) -> _Model:
+def _artifact_model(path: str, precision: str, flip_tta: bool | None) -> _Model:
   """An exported artifact, through its own runtime, fed as its metadata says."""
   info = read_metadata(path)
   run = load_runner(path, info["format"], precision)
   task = TASKS.get(info["task"])
   logging.info("model: %s (%s, %s; checkpoint %s, step %s)", path, info["format"], precision,
                info.get("checkpoint_path"), info.get("checkpoint_step"))
+  flip = info.get("flip_tta", False) if flip_tta is None else flip_tta
 
   def probabilities(images):
-    return task.probabilities(tf.constant(run(images.numpy())))
+    pixels = images.numpy()
+    logits = run(pixels)
+    if flip:  # as make_predict_fn: the mean of the image's and its mirror's logits
+      logits = 0.5 * (logits + run(np.ascontiguousarray(pixels[:, :, ::-1])))
+    return task.probabilities(tf.constant(logits))
 
   crop_box = tuple(info["crop_box"]) if info.get("crop_box") else None
+  if "frame_size" in info:
+    frame_size = tuple(info["frame_size"]) if info["frame_size"] else None
+  else:
+    logging.warning("face alignment: %s's metadata predates frame_size; assuming CelebA's "
+                    "aligned frame", path)
+    frame_size = faces.CELEBA_CROP_SIZE
   return _Model(probabilities, task, info["class_names"], tuple(info["image_size"]),
-                info.get("input_dtype", "float32"), crop_box)
+                info.get("input_dtype", "float32"), crop_box, frame_size, flip)
 
 
 def predict(config: PredictConfig) -> list[dict]:
   """Predicts every input image; returns one dict per file, in input order.
 
   Each dict has `file` and `status`: "ok" (with `label`, `confidence`, `probabilities`
-  {class name: p}), "error" or "no_face" (with `message`). With `detect_faces`, "ok"
-  entries also carry `face` (detector, box, score, num_faces).
+  {class name: p}), "error" or "no_face" (with `message`). Read images have `framing`
+  (as_is | aligned); aligned ones also carry `face` (detector, box, score, num_faces,
+  box_in_frame, coverage) and `warnings` (empty when the face looks like training's).
   """
   config.validate()
   entries = expand_inputs(config.inputs)
   batch_size = max(1, min(config.batch_size, len(entries)))
-  model = (_artifact_model(config.model, config.runtime_precision, batch_size) if config.model
-           else _run_model(config.model_dir, config.checkpoint, batch_size))
+  model = (_artifact_model(config.model, config.runtime_precision, config.flip_tta)
+           if config.model else
+           _run_model(config.model_dir, config.checkpoint, batch_size, config.flip_tta))
   task, names, image_size = model.task, model.class_names, model.image_size
   dtype = tf.uint8 if model.input_dtype == "uint8" else tf.float32
   resize = _resize_fn(image_size, model.input_dtype, model.crop_box)
-  detector = faces.make_detector() if config.detect_faces else None
+  framer = _Framer(config.detect_faces, model.frame_size)
+  logging.info("%s; flip TTA %s", framer.describe(), "on" if model.flip_tta else "off")
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
   def on_result(index, probabilities):
@@ -343,14 +437,15 @@ def predict(config: PredictConfig) -> list[dict]:
       logging.warning("%s", error)
       results[index].update(status="error", message=error)
       continue
-    image, fields = _read_and_align(path, detector, config.max_image_pixels)
+    image, fields = _read_and_frame(path, framer, config.max_image_pixels)
     results[index].update(fields)
     if image is not None:
       batcher.add(index, resize(tf.constant(image)).numpy())
   batcher.flush()
   counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "error", "no_face")}
-  logging.info("predicted %d images (%d errors, %d without a face)", counts["ok"],
-               counts["error"], counts["no_face"])
+  logging.info("predicted %d images (%d errors, %d without a face); %d used as they were, "
+               "%d aligned (%d with warnings)", counts["ok"], counts["error"], counts["no_face"],
+               framer.counts["as_is"], framer.counts["aligned"], framer.counts["warned"])
   if config.output:
     write_predictions(results, names, config.output)
   return results
@@ -363,11 +458,13 @@ def write_predictions(results: list[dict], names: list[str], path: str) -> None:
     with open(path, "w") as f:
       json.dump(results, f, indent=2)
   else:
-    columns = ["file", "status", "label", "confidence", *[f"p_{n}" for n in names], "message"]
+    columns = ["file", "status", "label", "confidence", *[f"p_{n}" for n in names], "framing",
+               "warnings", "message"]
     with open(path, "w", newline="") as f:
       writer = csv.DictWriter(f, columns, extrasaction="ignore")
       writer.writeheader()
       for result in results:
         probabilities = {f"p_{n}": p for n, p in result.get("probabilities", {}).items()}
-        writer.writerow({**result, **probabilities})
+        writer.writerow({**result, **probabilities,
+                         "warnings": "; ".join(result.get("warnings", []))})
   logging.info("wrote %d predictions to %s", len(results), path)

@@ -29,7 +29,7 @@ def test_predict_prints_each_image_and_fails_on_a_bad_file(run_dir, tmp_path):
   files = write_images(tmp_path / "images")
   output = str(tmp_path / "preds.csv")
   result = _run("launch.predict", f"--model_dir={run_dir}", str(tmp_path / "images"),
-                f"--output={output}", "--batch_size=2")
+                f"--output={output}", "--batch_size=2", "--aligned")
   assert result.returncode != 0, result.stderr
   lines = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
   assert [line[0] for line in lines] == files
@@ -44,7 +44,7 @@ def test_predict_prints_each_image_and_fails_on_a_bad_file(run_dir, tmp_path):
 
   good = [f for f in files if not f.endswith("broken.jpg")]
   result = _run("launch.predict", f"--model_dir={run_dir}", *good,
-                f"--output={tmp_path / 'preds.json'}")
+                f"--output={tmp_path / 'preds.json'}", "--aligned")
   assert result.returncode == 0, result.stderr
   with open(tmp_path / "preds.json") as f:
     assert [r["status"] for r in json.load(f)] == ["ok"] * 4
@@ -57,7 +57,7 @@ def test_predict_on_a_folder_as_users_leave_it(run_dir, tmp_path):
   expected = write_problem_images(tmp_path / "images")
   output = tmp_path / "preds.csv"
   result = _run("launch.predict", f"--model_dir={run_dir}", str(tmp_path / "images"),
-                f"--output={output}")
+                f"--output={output}", "--aligned")
   assert result.returncode == 1, result.stderr[-3000:]
   rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
   assert [os.path.basename(row[0]) for row in rows] == sorted(expected)
@@ -108,8 +108,8 @@ def test_export_onnx_then_predict_through_it(run_dir, tmp_path):
   exported = _run("launch.export", f"--model_dir={run_dir}", "--format=onnx",
                   f"--output={artifact}", f"--check_images={tmp_path / 'images'}")
   assert exported.returncode == 0, exported.stderr
-  from_run = _run("launch.predict", f"--model_dir={run_dir}", *files)
-  from_artifact = _run("launch.predict", f"--model={artifact}", *files)
+  from_run = _run("launch.predict", f"--model_dir={run_dir}", "--aligned", *files)
+  from_artifact = _run("launch.predict", f"--model={artifact}", "--aligned", *files)
   assert from_artifact.returncode == 0, from_artifact.stderr
   rows = [line.split("\t") for line in from_artifact.stdout.splitlines() if "\t" in line]
   expected = [line.split("\t") for line in from_run.stdout.splitlines() if "\t" in line]

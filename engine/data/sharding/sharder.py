@@ -95,13 +95,6 @@ def _class_counts(images: list[planning.CheckedImage], facts: dict) -> dict:
   return counts
 
 
-def _shard_entry(path: str, num_examples: int) -> dict:
-  """A shard's manifest entry: what `integrity.verify_shards` checks it against."""
-  return {"file": os.path.basename(path), "num_examples": num_examples,
-          "bytes": os.path.getsize(path), "sha256": integrity.file_sha256(path),
-          integrity.HEAD_TAIL_KEY: integrity.head_tail_sha256(path)}
-
-
 def _manifest(config, facts, plans, images, skipped, image_shape, seconds, written) -> dict:
   splits = {}
   for split in planning.SPLITS:
@@ -112,7 +105,7 @@ def _manifest(config, facts, plans, images, skipped, image_shape, seconds, writt
     splits[split] = {
         "num_examples": len(members),
         "class_counts": _class_counts(members, facts),
-        "shards": [_shard_entry(_shard_path(config, p), len(p.images)) for p in shards],
+        "shards": [integrity.shard_entry(_shard_path(config, p), len(p.images)) for p in shards],
     }
   manifest = {
       "format_version": 1, "dataset_name": DATASET_NAMES[config.source], "source": config.source,

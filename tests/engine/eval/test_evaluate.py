@@ -13,6 +13,7 @@ import pytest
 from engine.data.manifest import read_manifest
 from engine.data.pipeline import make_dataset
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
+from engine.eval import framing
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.models import build_model
 
@@ -165,3 +166,19 @@ def test_slices_ranked_with_intervals_in_json_console_and_tensorboard(run, celeb
     for event in tf.compat.v1.train.summary_iterator(path):
       tags.update(v.tag for v in event.summary.value)
   assert {"fairness", "fairness/largest_gap", "slice_error/Eyeglasses=1"} <= tags
+
+
+def test_framing_curve_starts_from_the_evaluation_itself(run, celeba_shards):
+  model_dir, _ = run
+  report = evaluate(EvalConfig(model_dir, celeba_shards, split="validation", batch_size=8,
+                               framings=("standard",)))
+  rows = {r["name"]: r for r in report["framing"]}
+  assert set(rows) == {f.name for f in framing.STANDARD_FRAMINGS}
+  assert rows["clean"]["accuracy"] == report["metrics"]["accuracy"]
+  assert rows["clean"]["drop_points"] == 0.0
+  for name, row in rows.items():
+    assert row["examples"] == 32
+    assert row["drop_points"] == pytest.approx(
+        100 * (rows["clean"]["accuracy"] - row["accuracy"]))
+  with pytest.raises(ValueError, match="unknown framing"):
+    evaluate(EvalConfig(model_dir, celeba_shards, split="validation", framings=("askew",)))

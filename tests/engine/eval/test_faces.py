@@ -68,6 +68,42 @@ def test_no_face_is_a_result_and_the_largest_face_wins():
   assert face.status == "ok" and face.detection is large and face.num_faces == 2
 
 
+def _template_box(scale, shift):
+  """CELEBA_FACE_BOX carried into a photo by the same similarity as _moved_template."""
+  x, y, w, h = faces.CELEBA_FACE_BOX
+  return (x * scale + shift[0], y * scale + shift[1], w * scale, h * scale)
+
+
+def test_a_face_framed_like_training_has_no_warning():
+  landmarks = _moved_template(0.0, 2.0, (150.0, 100.0))
+  face = faces.align_face(_dot_image(landmarks), _StubDetector(
+      [Detection(_template_box(2.0, (150.0, 100.0)), landmarks, score=0.99)]))
+  np.testing.assert_allclose(face.box_in_frame, faces.CELEBA_FACE_BOX, atol=0.2)
+  assert face.coverage == 1.0
+  assert faces.framing_warnings(face) == []
+
+
+def test_warnings_name_what_differs_from_training():
+  shift = (-120.0, 100.0)  # the face's frame hangs off the photo's left edge
+  landmarks = _moved_template(0.0, 2.0, shift)
+  loose_box = (shift[0] + 20.0, shift[1] - 40.0, 340.0, 420.0)  # a box far from the face's
+  other = Detection((500, 500, 10, 10), _moved_template(0.0, 0.1, (500.0, 500.0)))
+  face = faces.align_face(_dot_image(landmarks), _StubDetector(
+      [Detection(loose_box, landmarks, score=0.6), other]))
+  assert face.coverage < faces.MIN_FRAME_COVERAGE
+  warnings = faces.framing_warnings(face)
+  assert warnings[0] == "2 faces; the largest was used"
+  assert warnings[1] == "low face score 0.60 (< 0.9)"
+  assert warnings[2].startswith("face box far from the training framing (IoU 0.")
+  assert warnings[3].startswith("face at the photo's edge: ")
+
+
+def test_box_iou():
+  assert faces.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+  assert faces.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+  assert faces.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+
+
 def test_real_detector_finds_no_face_in_noise():
   try:
     detector = faces.make_detector()

@@ -16,6 +16,7 @@ from engine.data.pipeline import make_dataset
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval import faces
 from engine.eval.artifact import PRECISIONS
+from engine.eval.evaluate import EvalConfig, evaluate
 from engine.eval.export import export
 from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, load_image, run_class_names,
                                  predict)
@@ -23,14 +24,16 @@ from engine.models import build_model
 
 
 def write_run_dir(model_dir, data_dir="/nonexistent/shards", backbone="tiny_resnet",
-                  num_outputs=1, task="attribute", image_size=(32, 32), crop_box=None) -> str:
+                  num_outputs=1, task="attribute", image_size=(32, 32), crop_box=None,
+                  eval_flip=False) -> str:
   """A run directory as the trainer leaves it, with random non-trivial BN statistics
   (fresh ones are 0/1, which would hide a batch-norm mix-up)."""
   model_dir = str(model_dir)
   model_config = ModelConfig(backbone, image_size=image_size, num_outputs=num_outputs)
   experiment = ExperimentConfig(input=InputConfig(data_dir, task=task, image_size=image_size,
                                                   crop_box=crop_box),
-                                model=model_config, train=TrainConfig(model_dir=model_dir))
+                                model=model_config,
+                                train=TrainConfig(model_dir=model_dir, eval_flip=eval_flip))
   os.makedirs(os.path.join(model_dir, "best"), exist_ok=True)
   with open(os.path.join(model_dir, "config.json"), "w") as f:
     f.write(experiment.to_json())
@@ -118,7 +121,7 @@ def test_folder_with_a_corrupt_file(run_dir, tmp_path):
   files = write_images(tmp_path / "images")
   output = str(tmp_path / "preds.csv")
   results = predict(PredictConfig(run_dir, (str(tmp_path / "images"),), batch_size=3,
-                                  output=output))
+                                  output=output, detect_faces=False))
   assert [r["file"] for r in results] == files  # sorted, the .txt skipped
   by_name = {os.path.basename(r["file"]): r for r in results}
   broken = by_name.pop("broken.jpg")
@@ -137,7 +140,7 @@ def test_folder_with_a_corrupt_file(run_dir, tmp_path):
   assert rows[0].keys() >= {"status", "label", "confidence", "p_female", "p_male", "message"}
 
   # The batch size (and so the padding) does not change an image's prediction.
-  single = predict(PredictConfig(run_dir, tuple(files), batch_size=1))
+  single = predict(PredictConfig(run_dir, tuple(files), batch_size=1, detect_faces=False))
   for a, b in zip(results, single):
     assert a["status"] == b["status"]
     if a["status"] == "ok":
@@ -151,7 +154,7 @@ def test_missing_paths_and_json_output(run_dir, tmp_path):
   empty.mkdir()
   results = predict(PredictConfig(run_dir, (str(tmp_path / "images" / "face0.jpg"),
                                             str(tmp_path / "nope.jpg"), str(empty)),
-                                  output=output))
+                                  output=output, detect_faces=False))
   assert [r["status"] for r in results] == ["ok", "error", "error"]
   assert "nope.jpg" in results[1]["message"] and "no images" in results[2]["message"]
   with open(output) as f:
@@ -212,7 +215,8 @@ def test_a_folder_as_users_leave_it(run_dir, tmp_path):
   """One result per file: the good JPEG and PNG predicted, each bad file an error naming
   it and why, a huge image refused from its header (never decoded)."""
   expected = write_problem_images(tmp_path / "images")
-  results = predict(PredictConfig(run_dir, (str(tmp_path / "images"),), batch_size=4))
+  results = predict(PredictConfig(run_dir, (str(tmp_path / "images"),), batch_size=4,
+                                  detect_faces=False))
   assert [os.path.basename(r["file"]) for r in results] == sorted(expected)
   for result in results:
     fragment = expected[os.path.basename(result["file"])]
@@ -310,3 +314,80 @@ def test_predict_takes_a_run_or_an_artifact_not_both(tmp_path):
     PredictConfig("run", ("x.jpg",), model="m.onnx").validate()
   with pytest.raises(FileNotFoundError, match="m.onnx: no such exported model"):
     predict(PredictConfig(None, ("x.jpg",), model=str(tmp_path / "m.onnx")))
+
+
+def _partition(celeba_dir, partition: str) -> tuple[list[str], list[int]]:
+  """The image paths of a CelebA partition (1: validation) and their Male labels."""
+  with open(os.path.join(celeba_dir, "list_attr_celeba.txt")) as f:
+    lines = f.read().splitlines()
+  column = lines[1].split().index("Male") + 1
+  male = {line.split()[0]: int(line.split()[column] == "1") for line in lines[2:]}
+  with open(os.path.join(celeba_dir, "list_eval_partition.txt")) as f:
+    names = [line.split()[0] for line in f if line.split()[1:] == [partition]]
+  return [os.path.join(celeba_dir, "img_align_celeba", n) for n in names], [male[n] for n in names]
+
+
+def test_predict_on_the_validation_jpegs_reproduces_evaluate(celeba_dir, celeba_shards, tmp_path):
+  """What a user gets from predict on the split's own files is what evaluate reports:
+  same frame (taken as aligned: the training images' size), crop, resize and flip TTA."""
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards,
+                            crop_box=(0.09, 0.0, 0.82, 1.0), eval_flip=True)
+  report = evaluate(EvalConfig(model_dir, split="validation", batch_size=8))
+  assert report["flip_tta"]
+  files, labels = _partition(celeba_dir, "1")
+  results = predict(PredictConfig(model_dir, tuple(files), batch_size=8))
+  assert {r["framing"] for r in results} == {"as_is"}
+  probs = np.array([[r["probabilities"]["female"], r["probabilities"]["male"]] for r in results])
+  predicted = probs.argmax(axis=1)
+  confusion = [[int(np.sum((np.array(labels) == t) & (predicted == p))) for p in (0, 1)]
+               for t in (0, 1)]
+  metrics = report["metrics"]
+  assert len(results) == metrics["num_examples"] == 32
+  assert confusion == metrics["confusion_matrix"]
+  assert np.mean(predicted == labels) == metrics["accuracy"]
+  loss = -np.log(np.clip(probs[np.arange(32), labels], 1e-7, 1.0)).mean()
+  assert loss == pytest.approx(metrics["loss"], abs=1e-6)
+  no_tta = predict(PredictConfig(model_dir, tuple(files[:4]), flip_tta=False))
+  assert [r["probabilities"] for r in no_tta] != [r["probabilities"] for r in results[:4]]
+
+
+class _TemplateDetector:
+  """Finds one face, placed by CelebA's template scaled 1.5x at (40, 30), with `score`."""
+
+  name = "stub"
+
+  def __init__(self, score: float):
+    self.score = score
+
+  def detect(self, image):
+    del image
+    place = lambda x, y: (1.5 * x + 40.0, 1.5 * y + 30.0)  # noqa: E731
+    x, y, w, h = faces.CELEBA_FACE_BOX
+    return [faces.Detection((*place(x, y), 1.5 * w, 1.5 * h),
+                            {n: place(*p) for n, p in faces.CELEBA_LANDMARKS.items()},
+                            self.score)]
+
+
+@pytest.mark.parametrize("detect_faces, framings", [
+    (None, ["as_is", "aligned"]), (False, ["as_is", "as_is"]), (True, ["aligned", "aligned"])])
+def test_faces_are_aligned_unless_already_in_the_training_frame(
+    celeba_dir, celeba_shards, tmp_path, monkeypatch, detect_faces, framings):
+  built = []
+  monkeypatch.setattr(faces, "make_detector",
+                      lambda kind="auto": built.append(kind) or _TemplateDetector(0.5))
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
+  stored = _partition(celeba_dir, "1")[0][0]  # the training images' size: aligned already
+  photo = str(tmp_path / "photo.jpg")
+  cv2.imwrite(photo, np.random.default_rng(0).integers(0, 256, (400, 360, 3), np.uint8))
+  results = predict(PredictConfig(model_dir, (stored, photo), detect_faces=detect_faces))
+  assert [r["framing"] for r in results] == framings
+  assert bool(built) == ("aligned" in framings)  # the detector is built only when needed
+  assert [r["status"] for r in results] == ["ok", "ok"]
+  if results[1]["framing"] == "aligned":  # the stub's face fits inside the 400x360 photo
+    assert results[1]["warnings"] == ["low face score 0.50 (< 0.9)"]
+    assert results[1]["face"]["coverage"] == 1.0
+  csv_path = str(tmp_path / "p.csv")
+  predict(PredictConfig(model_dir, (photo,), output=csv_path, detect_faces=True))
+  with open(csv_path) as f:
+    (row,) = list(csv.DictReader(f))
+  assert (row["framing"], row["warnings"]) == ("aligned", "low face score 0.50 (< 0.9)")
