@@ -64,7 +64,7 @@ def _train_variant(config: AugmentPlacementConfig, augment_on: str, policy: str,
     pass
   throughput = ThroughputConfig((config.backbone,), config.image_size, config.batch_size)
   return _ours(config.backbone, "fused", throughput, policy, use_jit, dataset,
-               make_device_augment(input_config))
+               augment=make_device_augment(input_config))
 
 
 def _device_augment_ms(config: AugmentPlacementConfig, repeats: int = 20) -> float:
