@@ -8,6 +8,7 @@ initial value without saying so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import tensorflow as tf
 from engine import precision
 from engine.models import build_model
 from engine.models.builder import variables_by_name
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.run.checkpoint import EMA_KEY, MODEL_KEY
 from engine.config import ExperimentConfig
 
@@ -131,7 +133,14 @@ def _best_step(model_dir: str, path: str) -> int | None:
 
 
 def _load_weights_file(model: keras.Model, path: str) -> None:
-  """model.load_weights, plus the check Keras leaves out: the file holds no extra weights."""
+  """model.load_weights, plus the check Keras leaves out: the file holds no extra weights.
+
+  Keras files a layer's weights under its class name in snake case, counted per class in
+  layer order ("conv2d_3"). Runs saved before the conv layers became `MatmulGradConv2D`
+  (same variables and config) hold "conv2d_N" where the model now has
+  "matmul_grad_conv2d_N"; such a file is read with the conv layers filed as `Conv2D`,
+  which gives back exactly the names, and order, they were saved under.
+  """
   with h5py.File(path, "r") as f:
     saved = []
     f.visititems(lambda name, obj: saved.append(name) if isinstance(obj, h5py.Dataset)
@@ -140,10 +149,24 @@ def _load_weights_file(model: keras.Model, path: str) -> None:
     raise CheckpointMismatchError(
         f"{path}: holds {len(saved)} weights, the model ({model.name}) has {len(model.weights)}; "
         "it was saved from another backbone or head")
+  filed_as_conv2d = not any(
+      part.startswith("matmul_grad_conv2d") for name in saved for part in name.split("/"))
   try:
-    model.load_weights(path)
+    with _filed_as_conv2d() if filed_as_conv2d else contextlib.nullcontext():
+      model.load_weights(path)
   except ValueError as e:
     raise CheckpointMismatchError(f"{path}: does not fit {model.name}: {e}") from None
+
+
+@contextlib.contextmanager
+def _filed_as_conv2d():
+  """Keras' weights file names `MatmulGradConv2D` layers as `Conv2D` ones inside."""
+  name = MatmulGradConv2D.__name__
+  MatmulGradConv2D.__name__ = keras.layers.Conv2D.__name__
+  try:
+    yield
+  finally:
+    MatmulGradConv2D.__name__ = name
 
 
 def _restore_by_name(model: keras.Model, prefix: str) -> tuple[int | None, bool]:

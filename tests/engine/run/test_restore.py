@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.models import build_model
+from engine.models.matmul_conv import MatmulGradConv2D
 from engine.run.checkpoint import RunCheckpoint, VariableList
 from engine.run.restore import CheckpointMismatchError, load_model
 from engine.train.task import WeightAverage
@@ -190,3 +192,25 @@ def test_checkpoints_written_before_names_still_load(tmp_path):
   restored, _, source = load_model(str(tmp_path), prefix)
   np.testing.assert_array_equal(_logits(restored), _logits(model))
   assert source.step == 11 and source.ema
+
+
+def test_a_weights_file_saved_with_stock_conv2d_layers_still_loads(tmp_path):
+  """Runs saved before the conv layers became MatmulGradConv2D filed them as Keras files
+  stock Conv2D layers: "conv2d", "conv2d_1", ... in layer order."""
+  config = _experiment(str(tmp_path))
+  with open(tmp_path / "config.json", "w") as f:
+    f.write(config.to_json())
+  model = _perturbed_model(config, seed=3)
+  path = str(tmp_path / "old.weights.h5")
+  model.save_weights(path)
+  with h5py.File(path, "r+") as f:
+    convs = []
+    f.visit(lambda name: convs.append(name) if name.rsplit("/", 1)[-1].startswith(
+        "matmul_grad_conv2d") else None)
+    assert len(convs) > 3 and not any("/conv2d" in name for name in convs)
+    for name in convs:
+      parent, leaf = name.rsplit("/", 1)
+      f[parent].move(leaf, leaf.replace("matmul_grad_conv2d", "conv2d"))
+  restored, _, _ = load_model(str(tmp_path), path)
+  np.testing.assert_array_equal(_logits(restored), _logits(model))
+  assert MatmulGradConv2D.__name__ == "MatmulGradConv2D"  # the class name is put back
