@@ -10,9 +10,17 @@ backbone and the model directory change per row.
 Model selection without peeking at validation: add --cv_folds=5 to score each backbone by
 identity-disjoint 5-fold cross-validation on the training partition first (folds are
 written once under WORK_DIR/folds); the validation split is then scored once, at the end.
+Recipe variants are flags on top of the recipe, and --validate=best trains and validates
+only the candidate with the best fold mean:
+
+  python -m benchmarks.recipes --flagfile=celeba_dev.flags --cv_folds=5 --validate=best \
+      --variants="zoom10: --zoom=0.1" --variants="zoom30: --zoom=0.3" \
+      --work_dir=runs/cv --output_json=cv.json
 """
 
 from __future__ import annotations
+
+import shlex
 
 from absl import app, flags
 
@@ -27,13 +35,30 @@ _CV_FOLDS = flags.DEFINE_integer(
     "cv_folds", 0, "Identity-disjoint K-fold cross-validation on the training split before the "
     "validation run (0: off).")
 _CV_SEED = flags.DEFINE_integer("cv_seed", 0, "Shuffles identities before dealing them to folds.")
+_VARIANTS = flags.DEFINE_multi_string(
+    "variants", [], "NAME: FLAGS..., a recipe variant: the flags are parsed on top of the "
+    "recipe's (e.g. \"zoom30: --zoom=0.3 --translate=0.1\"). Repeat for more.")
+_VALIDATE = flags.DEFINE_enum(
+    "validate", "all", ["all", "best"], "all: validate every candidate; best: only the one "
+    "with the best cross-validated mean (needs --cv_folds).")
+
+
+def _variants() -> tuple:
+  variants = []
+  for spec in _VARIANTS.value:
+    name, sep, args = spec.partition(":")
+    if not sep or not name.strip():
+      raise ValueError(f"--variants={spec!r}: expected NAME: FLAGS, e.g. 'zoom30: --zoom=0.3'")
+    variants.append((name.strip(), experiment_flags.experiment_config_with(shlex.split(args))))
+  return tuple(variants)
 
 
 def main(argv: list[str]) -> None:
   del argv
   report = run_recipe_table(RecipeTableConfig(
       experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value), _WORK_DIR.value,
-      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value, _CV_SEED.value))
+      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value, _CV_SEED.value,
+      _variants(), _VALIDATE.value))
   print(report["markdown"])
 
 

@@ -112,7 +112,8 @@ def experiment_config_from_flags() -> ExperimentConfig:
   train = TrainConfig(**train_kwargs).validate()
   input_config = InputConfig(
       data_dir=F.data_dir, task=F.task, label_attribute=F.label_attribute, image_size=size,
-      global_batch_size=batch, augment=augment, augment_on=F.augment_on, seed=train.seed, deterministic=train.deterministic,
+      global_batch_size=batch, augment=augment, augment_on=F.augment_on, seed=train.seed,
+      deterministic=train.deterministic,
       cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
       crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None,
       on_bad_record=F.on_bad_record, verify_shards=F.verify_shards)
@@ -122,6 +123,20 @@ def experiment_config_from_flags() -> ExperimentConfig:
                       batch_norm=F.batch_norm, bn_momentum=F.bn_momentum).validate()
   return ExperimentConfig(input=input_config, model=model, train=train,
                           eval_split=F.eval_split).validate()
+
+
+def experiment_config_with(args: list[str]) -> ExperimentConfig:
+  """The config of the parsed flags with `args` (e.g. ["--zoom=0.3", "--noflip"]) parsed on
+  top, as if they had ended the command line; every flag is put back afterwards."""
+  saved = {name: (F[name].value, F[name].present) for name in F}
+  try:
+    leftover = F(["recipe variant", *resolve_flagfile_args(args)])[1:]
+    if leftover:
+      raise ValueError(f"not flags: {' '.join(leftover)} (write them as --name=value)")
+    return experiment_config_from_flags()
+  finally:
+    for name, (value, present) in saved.items():
+      F[name].value, F[name].present = value, present
 
 
 def _int_flag(name: str, value: str) -> int:

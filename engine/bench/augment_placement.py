@@ -22,7 +22,7 @@ import time
 import tensorflow as tf
 
 from engine import precision as precision_lib
-from engine.bench.throughput import ThroughputConfig, _ours
+from engine.bench.throughput import ThroughputConfig, ours_step_runner
 from engine.config import AugmentConfig, InputConfig
 from engine.data import pipeline
 from engine.data.device_augment import make_device_augment
@@ -63,8 +63,8 @@ def _train_variant(config: AugmentPlacementConfig, augment_on: str, policy: str,
   for _ in dataset.take(epoch // config.batch_size + 1):  # fills the cache (one epoch)
     pass
   throughput = ThroughputConfig((config.backbone,), config.image_size, config.batch_size)
-  return _ours(config.backbone, "fused", throughput, policy, use_jit, dataset,
-               augment=make_device_augment(input_config))
+  return ours_step_runner(config.backbone, "fused", throughput, policy, use_jit, dataset,
+                          augment=make_device_augment(input_config))
 
 
 def _device_augment_ms(config: AugmentPlacementConfig, repeats: int = 20) -> float:

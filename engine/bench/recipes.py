@@ -5,11 +5,14 @@ change), evaluated on the validation split by engine.eval (every example once), 
 batch-1 latency is measured by engine.bench.latency at the recipe's image size and
 precision. The table the README shows is this module's markdown output.
 
-With `cv_folds=K` each backbone is first scored by identity-disjoint K-fold
-cross-validation on the training partition (engine.data.folds): K runs, each trained on
-K-1 folds and evaluated on the held-out one. Only then is the recipe trained on the whole
-training partition and scored on the validation split, once. The fold mean is the estimate
-to choose recipes by; the validation figure is reported beside it, with the gap.
+With `cv_folds=K` each candidate (a backbone, or a recipe variant on a backbone) is first
+scored by identity-disjoint K-fold cross-validation on the training partition
+(engine.data.folds): K runs, each trained on K-1 folds and evaluated on the held-out one,
+the same folds and seed for every candidate. The fold mean is what recipes are chosen by:
+with `validate="best"` only the candidate with the highest fold mean is then trained on the
+whole training partition and scored on the validation split, once, so the validation figure
+never took part in the choice; the others keep their cross-validated row. The gap between
+the fold estimate and the validation split is reported.
 """
 
 from __future__ import annotations
@@ -27,8 +30,23 @@ from engine.eval.evaluate import EvalConfig, evaluate
 from engine.train import train
 
 
+VALIDATE = ("all", "best")
+
+
 @dataclasses.dataclass(frozen=True)
 class RecipeTableConfig:
+  """What to train and how to score it.
+
+  Attributes:
+    experiment: the recipe.
+    backbones: one candidate per backbone (and per variant).
+    variants: (name, recipe) pairs that replace `experiment`, e.g. the same recipe with
+      more zoom; their runs go under WORK_DIR/NAME/BACKBONE.
+    cv_folds: identity-disjoint K-fold cross-validation of every candidate first (0: off).
+    validate: "all" trains every candidate on the training split and scores it on the
+      validation split; "best" (needs cv_folds) only the one with the best fold mean.
+  """
+
   experiment: ExperimentConfig
   backbones: tuple[str, ...] = ("resnet18",)
   work_dir: str = "runs/recipes"
@@ -36,6 +54,26 @@ class RecipeTableConfig:
   output_json: str | None = None
   cv_folds: int = 0
   cv_seed: int = 0
+  variants: tuple[tuple[str, ExperimentConfig], ...] = ()
+  validate: str = "all"
+
+  def validated(self) -> "RecipeTableConfig":
+    if self.validate not in VALIDATE:
+      raise ValueError(f"validate must be one of {', '.join(VALIDATE)}, got {self.validate!r}")
+    if self.validate == "best" and not self.cv_folds:
+      raise ValueError("validate='best' chooses by cross-validation: set cv_folds (e.g. 5)")
+    names = [name for name, _ in self.variants]
+    if len(set(names)) != len(names) or any(not n or "/" in n or n == "folds" for n in names):
+      raise ValueError(f"variant names must be distinct directory names, got {names}")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class _Candidate:
+  variant: str | None
+  backbone: str
+  experiment: ExperimentConfig
+  run_dir: str
 
 
 def _variant(experiment: ExperimentConfig, backbone: str, model_dir: str,
@@ -53,7 +91,14 @@ def _train_and_evaluate(experiment: ExperimentConfig) -> tuple[dict, dict]:
   return summary, report
 
 
-def cross_validate(config: RecipeTableConfig, backbone: str) -> dict:
+def _candidates(config: RecipeTableConfig) -> list[_Candidate]:
+  variants = config.variants or ((None, config.experiment),)
+  return [_Candidate(name, backbone, experiment,
+                     os.path.join(config.work_dir, *([name] if name else []), backbone))
+          for name, experiment in variants for backbone in config.backbones]
+
+
+def cross_validate(config: RecipeTableConfig, candidate: _Candidate) -> dict:
   """Identity-disjoint K-fold estimate of the recipe on the training partition.
 
   Each fold run selects its checkpoint on its own held-out fold, exactly as the full run
@@ -64,8 +109,8 @@ def cross_validate(config: RecipeTableConfig, backbone: str) -> dict:
       config.cv_folds, config.cv_seed))
   folds = []
   for k, fold_dir in enumerate(fold_dirs):
-    experiment = _variant(config.experiment, backbone,
-                          os.path.join(config.work_dir, backbone, f"fold-{k}"), fold_dir)
+    experiment = _variant(candidate.experiment, candidate.backbone,
+                          os.path.join(candidate.run_dir, f"fold-{k}"), fold_dir)
     summary, report = _train_and_evaluate(experiment)
     folds.append({"fold": k, "val_accuracy": report["metrics"]["accuracy"],
                   "val_examples": report["num_examples"],
@@ -76,27 +121,40 @@ def cross_validate(config: RecipeTableConfig, backbone: str) -> dict:
           "max": float(accuracies.max())}
 
 
-def _row(config: RecipeTableConfig, backbone: str) -> dict:
-  cv = cross_validate(config, backbone) if config.cv_folds else None
-  experiment = _variant(config.experiment, backbone, os.path.join(config.work_dir, backbone))
+_NOT_CHOSEN = "another recipe cross-validated better"
+
+
+def _row(candidate: _Candidate, cv: dict | None, latency_iterations: int,
+         not_validated: str | None = None) -> dict:
+  """The candidate's table row; trains and validates it unless `not_validated` says why not."""
+  row = {"variant": candidate.variant, "backbone": candidate.backbone,
+         "epochs": candidate.experiment.train.epochs, "cross_validation": cv,
+         "validated": not_validated is None, "not_validated": not_validated, "model_dir": None, "val_accuracy": None, "val_f1_macro": None,
+         "recall_by_class": {}, "slices": None, "best_step": None, "train_minutes": None,
+         "train_images_per_sec": None, "precision": None, "latency_p50_ms": None,
+         "cv_gap": None}
+  if not_validated:
+    return row
+  experiment = _variant(candidate.experiment, candidate.backbone, candidate.run_dir)
   summary, report = _train_and_evaluate(experiment)
   latency = run_latency_benchmark(LatencyConfig(
-      backbones=(backbone,), image_size=tuple(experiment.model.image_size),
+      backbones=(candidate.backbone,), image_size=tuple(experiment.model.image_size),
       precisions=(experiment.train.precision,), xla=(False,),
-      iterations=config.latency_iterations, warmup=5, throughput_batches=1,
+      iterations=latency_iterations, warmup=5, throughput_batches=1,
       runtimes=("tensorflow",)))["results"][0]
   metrics = report["metrics"]
   recalls = {name: c["recall"] for name, c in metrics.get("per_class", {}).items()}
-  return {"backbone": backbone, "val_accuracy": metrics["accuracy"],
-          "val_f1_macro": metrics["f1_macro"], "recall_by_class": recalls,
-          "slices": report.get("slices"),
-          "best_step": summary["best"]["best_step"], "epochs": experiment.train.epochs,
-          "train_minutes": summary["wall_seconds"] / 60,
-          "train_images_per_sec": summary["train_images_per_sec"],
-          "precision": summary["precision"],
-          "latency_p50_ms": latency["latency_ms"]["p50"] if not latency["error"] else None,
-          "model_dir": experiment.train.model_dir, "cross_validation": cv,
-          "cv_gap": None if cv is None else metrics["accuracy"] - cv["mean"]}
+  row.update({"val_accuracy": metrics["accuracy"],
+              "val_f1_macro": metrics["f1_macro"], "recall_by_class": recalls,
+              "slices": report.get("slices"),
+              "best_step": summary["best"]["best_step"],
+              "train_minutes": summary["wall_seconds"] / 60,
+              "train_images_per_sec": summary["train_images_per_sec"],
+              "precision": summary["precision"],
+              "latency_p50_ms": latency["latency_ms"]["p50"] if not latency["error"] else None,
+              "model_dir": experiment.train.model_dir,
+              "cv_gap": None if cv is None else metrics["accuracy"] - cv["mean"]})
+  return row
 
 
 def _cv_cell(cv: dict | None) -> str:
@@ -106,29 +164,59 @@ def _cv_cell(cv: dict | None) -> str:
           f"({len(cv['folds'])} folds, {100 * cv['min']:.1f}-{100 * cv['max']:.1f})")
 
 
+def _percent(value: float | None) -> str:
+  return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def markdown_table(rows: list[dict]) -> str:
-  lines = ["| backbone | cross-validated accuracy | val accuracy | val F1 (macro) | "
+  lines = ["| recipe | cross-validated accuracy | val accuracy | val F1 (macro) | "
            "recall female / male | epochs | train minutes | train images/s | batch-1 p50 ms |",
            "|" + " --- |" * 9]
   for r in rows:
-    recall = " / ".join(f"{v:.3f}" for v in r["recall_by_class"].values())
+    recall = " / ".join(f"{v:.3f}" for v in r["recall_by_class"].values()) or "-"
+    name = f"{r['variant']} ({r['backbone']})" if r["variant"] else r["backbone"]
+    if not r["validated"]:
+      lines.append(f"| {name} | {_cv_cell(r['cross_validation'])} | not validated: "
+                   f"{r['not_validated']} | - | - | {r['epochs']} | - | - | - |")
+      continue
     latency = f"{r['latency_p50_ms']:.1f}" if r["latency_p50_ms"] else "-"
-    lines.append(f"| {r['backbone']} | {_cv_cell(r['cross_validation'])} | "
-                 f"{100 * r['val_accuracy']:.2f}% | {r['val_f1_macro']:.4f} | "
+    lines.append(f"| {name} | {_cv_cell(r['cross_validation'])} | "
+                 f"{_percent(r['val_accuracy'])} | {r['val_f1_macro']:.4f} | "
                  f"{recall} | {r['epochs']} | {r['train_minutes']:.1f} | "
                  f"{r['train_images_per_sec']:.0f} | {latency} |")
   return "\n".join(lines)
 
 
 def run_recipe_table(config: RecipeTableConfig) -> dict:
-  """Trains the rows in order; the JSON is rewritten after each, so a long table that is
-  stopped keeps its finished rows (and a rerun resumes each run from its checkpoints)."""
-  rows = []
-  for backbone in config.backbones:
-    rows.append(_row(config, backbone))
-    report = {"experiment": json.loads(config.experiment.to_json()), "rows": rows,
+  """Cross-validates every candidate (when asked), then trains and validates them (all, or
+  the best by fold mean). The JSON is rewritten after each step, so a long table that is
+  stopped keeps what finished (and a rerun resumes each run from its checkpoints)."""
+  config = config.validated()
+  candidates = _candidates(config)
+  scores: list[dict | None] = [None] * len(candidates)
+
+  def write(rows: list[dict]) -> dict:
+    report = {"experiment": json.loads(config.experiment.to_json()),
+              "variants": {name: json.loads(e.to_json()) for name, e in config.variants},
+              "cv_folds": config.cv_folds, "validate": config.validate, "rows": rows,
               "markdown": markdown_table(rows)}
     if config.output_json:
       with open(config.output_json, "w") as f:
         json.dump(report, f, indent=2)
+    return report
+
+  if config.cv_folds:
+    for i, candidate in enumerate(candidates):
+      scores[i] = cross_validate(config, candidate)
+      write([_row(c, cv, 0, "cross-validation still running")
+             for c, cv in zip(candidates, scores) if cv])
+  chosen = set(range(len(candidates)))
+  if config.validate == "best":
+    chosen = {max(chosen, key=lambda i: scores[i]["mean"])}
+  rows: dict[int, dict] = {}
+  report = None
+  for i in sorted(chosen):
+    rows[i] = _row(candidates[i], scores[i], config.latency_iterations)
+    report = write([rows[j] if j in rows else _row(c, scores[j], 0, _NOT_CHOSEN)
+                    for j, c in enumerate(candidates) if j in rows or j not in chosen])
   return report

@@ -92,8 +92,8 @@ def _batch(config: ThroughputConfig):
   return images, labels
 
 
-def _ours(name: str, batch_norm: str, config: ThroughputConfig, policy: str, use_jit: bool,
-          dataset=None, kernels: str = "auto", augment=None):
+def ours_step_runner(name: str, batch_norm: str, config: ThroughputConfig, policy: str,
+                     use_jit: bool, dataset=None, kernels: str = "auto", augment=None):
   """Builds our model + loop; returns run_steps(n) -> input-wait fraction of those steps.
 
   kernels: "auto" (the device's choice: matmul weight gradients where faster, fused Adam)
@@ -234,13 +234,14 @@ def _measure_backbone(name: str, config: ThroughputConfig, policy: str, use_jit:
   if unknown:
     raise ValueError(f"unknown contenders {sorted(unknown)}; known: {', '.join(CONTENDERS)}")
   builders = {
-      "ours_stock_kernels": lambda: _ours(name, "fused", config, policy, use_jit, kernels="stock"),
-      "ours_keras_bn": lambda: _ours(name, "keras", config, policy, use_jit),
+      "ours_stock_kernels": lambda: ours_step_runner(name, "fused", config, policy, use_jit,
+                                                     kernels="stock"),
+      "ours_keras_bn": lambda: ours_step_runner(name, "keras", config, policy, use_jit),
       "keras_fit": lambda: _keras_fit(name, config, policy),
       "tf_keras_fit": lambda: _tf_keras_fit(name, config, policy)}
   garden_note = "not requested"
   with contextlib.ExitStack() as stack:
-    variants = {"ours": _ours(name, "fused", config, policy, use_jit)}
+    variants = {"ours": ours_step_runner(name, "fused", config, policy, use_jit)}
     variants.update({k: build() for k, build in builders.items() if k in config.contenders})
     if "model_garden" in config.contenders:
       variants["model_garden"], garden_note = _model_garden(name, config, policy, stack)
@@ -276,9 +277,9 @@ def run_throughput_benchmark(config: ThroughputConfig) -> dict:
       entry["_rates"] = rates
       if config.pipeline_steps:
         with tempfile.TemporaryDirectory() as workdir:
-          piped = {"pipeline": _ours(name, "fused", config, policy, use_jit,
+          piped = {"pipeline": ours_step_runner(name, "fused", config, policy, use_jit,
                                      _pipeline_dataset(config, workdir)),
-                   "synthetic": _ours(name, "fused", config, policy, use_jit)}
+                   "synthetic": ours_step_runner(name, "fused", config, policy, use_jit)}
           real, waits = _interleaved_rates(piped, dataclasses.replace(
               config, steps=config.pipeline_steps))
         entry["with_input_pipeline"] = {

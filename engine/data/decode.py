@@ -86,3 +86,19 @@ def to_output_dtype(image, dtype: tf.DType):
   if dtype == tf.uint8 and image.dtype != tf.uint8:
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
   return tf.cast(image, dtype)
+
+
+def crop_and_resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
+  """Image -> the run's crop, size and input dtype, as the evaluation pipeline
+  decodes it (prediction and the export check use this for files outside the shards)."""
+  dtype = tf.as_dtype(output_dtype)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def resize(image):
+    if crop_box is not None:
+      top, left, height, width = tf.unstack(crop_window(tf.shape(image), crop_box))
+      image = tf.image.crop_to_bounding_box(image, top, left, height, width)
+    image = to_output_dtype(tf.image.resize(image, image_size, method="bilinear"), dtype)
+    return image if dtype == tf.uint8 else tf.cast(image, tf.float32)  # the pipeline's rounding
+
+  return resize

@@ -23,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from engine.config import ExperimentConfig
+from engine.data.decode import crop_and_resize_fn
 from engine.data.manifest import read_manifest
 from engine.data.pipeline import make_dataset
 from engine.eval.artifact import PRECISIONS, load_runner
-from engine.eval.predict import _resize_fn, expand_inputs, load_image
+from engine.eval.predict import expand_inputs, load_image
 
 TOLERANCES = {"float32": 1e-3, "bfloat16": 3e-2}
 _BATCH_SIZE = 16
@@ -58,7 +59,7 @@ def reference_images(config: ExperimentConfig, image_files: tuple[str, ...] | No
 
 
 def _from_files(config: ExperimentConfig, image_files, max_examples):
-  resize = _resize_fn(tuple(config.input.image_size), config.input.output_dtype,
+  resize = crop_and_resize_fn(tuple(config.input.image_size), config.input.output_dtype,
                       config.input.crop_box)
   images = []
   for path, error in expand_inputs(tuple(image_files)):

@@ -37,7 +37,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensorboard
 
 from engine.data import schema
-from engine.data.decode import crop_window, to_output_dtype
+from engine.data.decode import crop_and_resize_fn
 from engine.data.manifest import read_manifest
 from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
@@ -235,21 +235,6 @@ def _check_pixels(path: str, size: tuple[int, int] | None, max_pixels: int) -> N
                      f"the limit of {max_pixels:,} pixels (max_image_pixels); downscale it first")
 
 
-def _resize_fn(image_size: tuple[int, int], output_dtype: str, crop_box=None):
-  """Image -> the run's crop, size and input dtype, as the eval pipeline does (_decode)."""
-  dtype = tf.as_dtype(output_dtype)
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  def resize(image):
-    if crop_box is not None:
-      top, left, height, width = tf.unstack(crop_window(tf.shape(image), crop_box))
-      image = tf.image.crop_to_bounding_box(image, top, left, height, width)
-    image = to_output_dtype(tf.image.resize(image, image_size, method="bilinear"), dtype)
-    return image if dtype == tf.uint8 else tf.cast(image, tf.float32)  # the pipeline's rounding
-
-  return resize
-
-
 def _model_fn(model, batch_size: int, image_size: tuple[int, int], dtype, task: Task,
               flip_tta: bool):
   """One traced function: a fixed-shape batch of pixels -> the task's probabilities, from
@@ -423,7 +408,7 @@ def predict(config: PredictConfig) -> list[dict]:
            _run_model(config.model_dir, config.checkpoint, batch_size, config.flip_tta))
   task, names, image_size = model.task, model.class_names, model.image_size
   dtype = tf.uint8 if model.input_dtype == "uint8" else tf.float32
-  resize = _resize_fn(image_size, model.input_dtype, model.crop_box)
+  resize = crop_and_resize_fn(image_size, model.input_dtype, model.crop_box)
   framer = _Framer(config.detect_faces, model.frame_size)
   logging.info("%s; flip TTA %s", framer.describe(), "on" if model.flip_tta else "off")
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]

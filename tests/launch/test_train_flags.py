@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -94,3 +95,14 @@ def test_help_answers_without_importing_tensorflow():
   assert "--backbone" in result.stdout, result.stderr[-2000:]  # absl's help exits with 1
   imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
   assert "tensorflow" not in imported and "keras" not in imported
+
+
+def test_a_recipe_variant_parses_on_top_and_leaves_the_flags_as_they_were(parse):
+  config = parse("--flagfile=celeba_dev.flags", "--data_dir=/data/a")
+  variant = experiment_flags.experiment_config_with(["--zoom=0.3", "--noflip", "--epochs=3"])
+  assert (variant.input.augment.zoom, variant.input.augment.flip) == (0.3, False)
+  assert variant.train.epochs == 3 and variant.input.data_dir == "/data/a"
+  assert dataclasses.replace(variant, input=config.input, train=config.train) == config
+  assert experiment_flags.experiment_config_from_flags() == config  # flags put back
+  with pytest.raises(ValueError, match="not flags: zoom=0.3"):
+    experiment_flags.experiment_config_with(["zoom=0.3"])
