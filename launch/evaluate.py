@@ -3,6 +3,7 @@
   python -m launch.evaluate --model_dir=runs/male --data_dir=shards/celeba --split=test \
       [--checkpoint=best|latest|PATH] [--output_json=report.json] [--batch_size=64] [--flip_tta] \
       [--framing=standard]   # also: accuracy with the faces re-framed (tight, loose, shifted, tilted)
+      [--ensemble=runs/b,runs/c]   # average these runs' logits with model_dir's
 
 A model_dir that is not a run (no config.json) or has no such checkpoint, a data_dir
 without shards, or an unknown split: one line on stderr naming it, exit code 2.
@@ -32,6 +33,9 @@ _VERIFY_SHARDS = flags.DEFINE_enum("verify_shards", "fast", ["fast", "full", "of
 _FRAMING = flags.DEFINE_list(
     "framing", [], "Also score the split re-framed: standard (the whole curve) or names of "
     "engine.eval.framing.FRAMINGS (clean, tight_1.3, loose_0.7, shift_left, rotate_10, ...).")
+_ENSEMBLE = flags.DEFINE_list(
+    "ensemble", [], "More run directories to average with --model_dir (same --checkpoint name; "
+    "they must read the same input).")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits with its mirror's "
                               "(default: as the run did during training).")
 
@@ -45,7 +49,7 @@ def main(argv: list[str]) -> None:
                       checkpoint=_CHECKPOINT.value, batch_size=_BATCH_SIZE.value,
                       output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value,
                       on_bad_record=_ON_BAD_RECORD.value, verify_shards=_VERIFY_SHARDS.value,
-                      framings=tuple(_FRAMING.value)))
+                      framings=tuple(_FRAMING.value), ensemble=tuple(_ENSEMBLE.value)))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ class EvalConfig:
     verify_shards: check the shards against manifest.json first: fast | full | off.
     framings: also score these framings (`engine.eval.framing` names, "standard" for the
       whole curve); single-answer tasks only.
+    ensemble: more run directories whose models (same checkpoint name) are averaged with
+      model_dir's, logits averaged as flip TTA averages them; every member must read the
+      same input (task, label, image size, crop, dtype).
   """
 
   model_dir: str
@@ -72,6 +75,26 @@ class EvalConfig:
   on_bad_record: str = "error"
   verify_shards: str = "fast"
   framings: tuple[str, ...] = ()
+  ensemble: tuple[str, ...] = ()
+
+
+# What every member of an ensemble must agree on: they are fed one decoded batch.
+_SHARED_INPUT = ("task", "label_attribute", "image_size", "crop_box", "output_dtype")
+
+
+def _ensemble_members(config: EvalConfig, experiment) -> tuple[list, list[dict]]:
+  models, members = [], []
+  for model_dir in config.ensemble:
+    model, other, source = load_model(model_dir, config.checkpoint)
+    for field in _SHARED_INPUT:
+      mine, theirs = getattr(experiment.input, field), getattr(other.input, field)
+      if mine != theirs:
+        raise ValueError(f"ensemble: {model_dir} reads {field}={theirs!r}, {config.model_dir} "
+                         f"reads {mine!r}; members must read the same input")
+    models.append(model)
+    members.append({"model_dir": model_dir, "checkpoint_path": source.path,
+                    "checkpoint_step": source.step, "ema": source.ema})
+  return models, members
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -95,7 +118,8 @@ def evaluate(config: EvalConfig) -> dict:
   if framings and task.output_kind == "multilabel":
     raise ValueError(f"framings: task={task.name} has no single answer per example to score")
   integrity.check_shards(input_config.data_dir, manifest, [config.split], config.verify_shards)
-  predict = make_predict_fn(model, config.flip_tta)
+  others, members = _ensemble_members(config, experiment)
+  predict = make_predict_fn([model, *others], config.flip_tta)
   try:
     predictions = predict_padded(predict, make_dataset(input_config))
   except tf.errors.DataLossError as e:
@@ -117,6 +141,7 @@ def evaluate(config: EvalConfig) -> dict:
       "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
       "checkpoint": config.checkpoint, "checkpoint_path": source.path,
       "checkpoint_step": source.step, "ema": source.ema, "flip_tta": config.flip_tta,
+      "ensemble": members,
       "task": input_config.task,
       "label_attribute": (input_config.label_attribute if task.uses_label_attribute
                           and manifest["source"] == "celeba" else None),
@@ -127,7 +152,9 @@ def evaluate(config: EvalConfig) -> dict:
   if framings:
     report["framing"] = _framing_curve(predict, task, input_config, manifest, framings)
 
-  out_dir = os.path.join(config.model_dir, f"eval_{config.split}")
+  # an ensemble's artefacts do not replace the run's own
+  out_dir = os.path.join(config.model_dir, f"eval_{config.split}"
+                         + (f"_ensemble{1 + len(members)}" if members else ""))
   os.makedirs(out_dir, exist_ok=True)
   image = _write_confusion_matrix(report, out_dir)
   _write_summaries(report, image, out_dir, source.step)
@@ -308,7 +335,11 @@ def format_report(report: dict) -> str:
            f"/{report['split']}: task={task}, {report['num_examples']} examples"
            + (f" of the manifest's {report['manifest_examples']} ({report['skipped_examples']} "
               "unreadable, skipped)" if report["skipped_examples"] else "")
-           + (", flip TTA" if report["flip_tta"] else ""), ""]
+           + (", flip TTA" if report["flip_tta"] else "")]
+  for member in report.get("ensemble") or []:
+    lines.append(f"  averaged with {member['model_dir']} [{member['checkpoint_path']}, step "
+                 f"{member['checkpoint_step']}" + (", EMA" if member["ema"] else "") + "]")
+  lines.append("")
   if "per_attribute" in numbers:
     lines += _format_rows(list(numbers["per_attribute"].items()),
                           ("accuracy", "precision", "recall", "f1", "roc_auc", "positives"))

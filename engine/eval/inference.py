@@ -20,18 +20,20 @@ class Predictions:
   first_images: np.ndarray   # the first few real images, for TensorBoard
 
 
-def make_predict_fn(model: keras.Model, flip_tta: bool):
+def make_predict_fn(model, flip_tta: bool):
   """A compiled images -> float32 logits; `flip_tta` averages each image's logits with its
   mirror image's (one vector per example; probabilities agree closely with averaging
-  probabilities). Build it once: every new tf.function traces the model again."""
+  probabilities). `model` may be a list of models taking the same input (an ensemble):
+  their logits are averaged the same way. Build it once: every new tf.function traces the
+  model again."""
+  models = list(model) if isinstance(model, (list, tuple)) else [model]
 
   @tf.function
   def predict(images):
-    logits = tf.cast(model(images, training=False), tf.float32)
-    if flip_tta:
-      logits = 0.5 * (logits + tf.cast(model(tf.reverse(images, axis=[2]), training=False),
-                                       tf.float32))
-    return logits
+    views = [images, tf.reverse(images, axis=[2])] if flip_tta else [images]
+    logits = [tf.cast(member(view, training=False), tf.float32)
+              for member in models for view in views]
+    return tf.add_n(logits) / len(logits)
 
   return predict
 

@@ -1,5 +1,6 @@
 """engine.eval.evaluate on a tiny run directory, and `python -m launch.evaluate`."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 from engine.data.manifest import read_manifest
 from engine.data.pipeline import make_dataset
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
-from engine.eval import framing
+from engine.eval import framing, metrics
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.models import build_model
 
@@ -182,3 +183,35 @@ def test_framing_curve_starts_from_the_evaluation_itself(run, celeba_shards):
         100 * (rows["clean"]["accuracy"] - row["accuracy"]))
   with pytest.raises(ValueError, match="unknown framing"):
     evaluate(EvalConfig(model_dir, celeba_shards, split="validation", framings=("askew",)))
+
+
+def test_an_ensemble_averages_the_members_logits_and_refuses_other_inputs(
+    run, celeba_shards, tmp_path):
+  model_dir, model = run
+  other_dir, other = _make_run(tmp_path / "other", celeba_shards)
+  report = evaluate(EvalConfig(model_dir, split="test", batch_size=16, flip_tta=True,
+                               ensemble=(other_dir,)))
+  assert [m["model_dir"] for m in report["ensemble"]] == [other_dir]
+  assert report["ensemble"][0]["checkpoint_step"] == 12
+  assert os.path.exists(os.path.join(model_dir, "eval_test_ensemble2"))
+  images, labels = [], []
+  for batch, batch_labels, mask in make_dataset(InputConfig(
+      celeba_shards, split="test", image_size=(32, 32), global_batch_size=16, training=False)):
+    keep = mask.numpy().astype(bool)
+    images.append(batch.numpy()[keep])
+    labels.append(batch_labels.numpy()[keep])
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  views = [images, images[:, :, ::-1]]
+  logits = np.mean([m(v, training=False).numpy() for m in (model, other) for v in views], 0)
+  assert report["metrics"]["roc_auc"] == pytest.approx(metrics.roc_auc(labels, logits[:, 0]))
+  alone = evaluate(EvalConfig(model_dir, split="test", batch_size=16, flip_tta=True))
+  assert alone["metrics"]["roc_auc"] != report["metrics"]["roc_auc"]
+
+  small_dir, _ = _make_run(tmp_path / "small", celeba_shards)
+  config_path = os.path.join(small_dir, "config.json")
+  experiment = ExperimentConfig.from_dict(json.load(open(config_path)))
+  with open(config_path, "w") as f:
+    f.write(dataclasses.replace(experiment, input=dataclasses.replace(
+        experiment.input, crop_box=(0.1, 0.0, 0.8, 1.0))).to_json())
+  with pytest.raises(ValueError, match="small reads crop_box"):
+    evaluate(EvalConfig(model_dir, split="test", ensemble=(small_dir,)))
