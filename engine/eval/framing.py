@@ -79,16 +79,20 @@ def window_transform(window, framing: Framing) -> tf.Tensor:
                    sin, cos, in_cy - sin * out_cx - cos * out_cy, 0.0, 0.0])
 
 
-def framed_image(encoded, config: InputConfig, framing: Framing) -> tf.Tensor:
-  """Encoded JPEG -> the framed crop at config.image_size, float32 in [0, 255]."""
+def framed_window(encoded, crop_box, framing: Framing) -> tf.Tensor:
+  """Encoded JPEG -> the training crop window moved by `framing`, at the stored image's
+  resolution (uint8): the face as another collection would have photographed it."""
   image = tf.io.decode_jpeg(encoded, channels=3)
-  shape = tf.shape(image)
-  box = config.crop_box or (0.0, 0.0, 1.0, 1.0)
-  window = decode.crop_window(shape, box)
+  window = decode.crop_window(tf.shape(image), crop_box or (0.0, 0.0, 1.0, 1.0))
   transform = window_transform(window, framing)
-  warped = tf.raw_ops.ImageProjectiveTransformV3(
+  return tf.raw_ops.ImageProjectiveTransformV3(
       images=image[tf.newaxis], transforms=transform[tf.newaxis], output_shape=window[2:],
       fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")[0]
+
+
+def framed_image(encoded, config: InputConfig, framing: Framing) -> tf.Tensor:
+  """Encoded JPEG -> the framed crop at config.image_size, float32 in [0, 255]."""
+  warped = framed_window(encoded, config.crop_box, framing)
   resized = tf.image.resize(warped, config.image_size, method="bilinear")
   resized.set_shape([*config.image_size, 3])
   return resized

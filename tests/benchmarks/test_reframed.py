@@ -1,0 +1,67 @@
+"""benchmarks.reframed: the split's faces written as re-framed photos, scored through predict."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine.bench.reframed import ReframedConfig, run_reframed, score_predictions, write_reframed
+from engine.data.pipeline import make_dataset
+from engine.config import InputConfig
+from engine.eval import faces, framing
+from engine.tasks import TASKS
+from tests.engine.eval.test_predict import _TemplateDetector, write_run_dir
+
+_CROP = (0.09, 0.0, 0.82, 1.0)
+
+
+def test_clean_photos_are_the_evaluation_crop_and_shifted_ones_move(celeba_shards, tmp_path):
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
+  config = ReframedConfig(model_dir, split="validation", work_dir=str(tmp_path / "photos"))
+  files, labels = write_reframed(config, framing.FRAMINGS["clean"])
+  evaluation = make_dataset(InputConfig(celeba_shards, split="validation", crop_box=_CROP,
+                                        image_size=(32, 32), global_batch_size=64,
+                                        training=False, output_dtype="float32"))
+  (_, eval_labels, mask), = evaluation.take(1)
+  assert len(files) == int(mask.numpy().sum()) == 32
+  np.testing.assert_array_equal(labels, eval_labels.numpy()[:32])
+  photo = tf.io.decode_jpeg(tf.io.read_file(files[0])).numpy().astype(float)
+  shifted = tf.io.decode_jpeg(tf.io.read_file(write_reframed(
+      config, framing.FRAMINGS["shift_left"])[0][0])).numpy().astype(float)
+  assert photo.shape == shifted.shape  # the window's size: the face moves inside it
+  # moving the window left by 8% of its width moves the face right by as many pixels
+  step = round(0.08 * photo.shape[1])
+  moved = np.abs(shifted[:, step + 2:-2] - photo[:, 2:-2 - step]).mean()
+  assert moved < 6 and np.abs(shifted - photo).mean() > 3 * moved
+
+
+def test_a_missed_face_counts_as_wrong():
+  task = TASKS.get("attribute")
+  ok = lambda male: {"status": "ok", "framing": "aligned", "warnings": [],  # noqa: E731
+                     "probabilities": {"female": 1 - male, "male": male}}
+  results = [ok(0.9), ok(0.2), {"status": "no_face", "framing": "aligned"}, ok(0.6)]
+  scored = score_predictions(results, np.array([1, 0, 1, 0]), ["female", "male"], task)
+  assert scored["accuracy"] == 0.5 and scored["no_face"] == 1 and scored["aligned"] == 4
+
+
+def test_predict_with_its_defaults_aligns_every_photo_and_as_is_none(
+    celeba_shards, tmp_path, monkeypatch):
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.95))
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
+  report = run_reframed(ReframedConfig(
+      model_dir, split="validation", framings=("clean", "tight_1.3"), max_faces=8,
+      work_dir=str(tmp_path / "photos"), output_json=str(tmp_path / "r.json")))
+  assert [r["framing"] for r in report["rows"]] == ["clean", "tight_1.3"]
+  for row in report["rows"]:
+    assert row["default"]["faces"] == row["as_is"]["faces"] == 8
+    assert row["default"]["aligned"] == 8 and row["as_is"]["aligned"] == 0
+    assert 0.0 <= row["default"]["accuracy"] <= 1.0
+  assert len(os.listdir(tmp_path / "photos" / "tight_1.3")) == 8
+  assert "| tight_1.3 |" in report["markdown"] and (tmp_path / "r.json").exists()
+
+
+def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
+  with pytest.raises(ValueError, match="no split 'nope'"):
+    write_reframed(ReframedConfig(model_dir, split="nope"), framing.FRAMINGS["clean"])
