@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -403,14 +404,20 @@ def _finish(run: _Run, step: int, stopped_by: str, metrics: dict, best, system: 
             timing: dict) -> dict:
   """Writes summary.json. Timing sums every process of the run (`processes`), each up to
   its last checkpoint; work a killed process did after that was redone, and counts once."""
+  out_dir = run.worker_dir or run.config.train.model_dir
+  path = os.path.join(out_dir, "summary.json")
+  if not metrics and os.path.exists(path):  # a rerun that trained nothing keeps what was measured
+    with open(path) as f:
+      previous = json.load(f)
+    if previous.get("step") == step:
+      metrics = previous.get("final_metrics", {})
   summary = {"step": step, "total_steps": run.total_steps, "stopped_by": stopped_by, **timing,
              "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
              "best": best.state(), "precision": run.policy, "jit_compile": run.use_jit,
              "replicas": run.strategy.num_replicas_in_sync,
              "weights_sha256": weights_fingerprint(run.model), "system": system}
-  out_dir = run.worker_dir or run.config.train.model_dir
   os.makedirs(out_dir, exist_ok=True)
-  atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+  atomic_write_json(path, summary)
   if run.worker_dir:
     remove_worker_directory(os.path.join(run.worker_dir, "checkpoints"))
   return summary

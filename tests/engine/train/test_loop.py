@@ -118,6 +118,7 @@ def test_rerun_of_a_finished_run_trains_nothing_more(trained_run):
   again = train(config)
   assert again["step"] == summary["step"]
   assert again["weights_sha256"] == summary["weights_sha256"]
+  assert again["final_metrics"] == summary["final_metrics"] and summary["final_metrics"]
 
 
 def test_rerun_with_another_config_is_refused(trained_run):
