@@ -124,17 +124,20 @@ def cross_validate(config: RecipeTableConfig, candidate: _Candidate) -> dict:
 _NOT_CHOSEN = "another recipe cross-validated better"
 
 
-def _row(candidate: _Candidate, cv: dict | None, latency_iterations: int,
-         not_validated: str | None = None) -> dict:
-  """The candidate's table row; trains and validates it unless `not_validated` says why not."""
-  row = {"variant": candidate.variant, "backbone": candidate.backbone,
-         "epochs": candidate.experiment.train.epochs, "cross_validation": cv,
-         "validated": not_validated is None, "not_validated": not_validated, "model_dir": None, "val_accuracy": None, "val_f1_macro": None,
-         "recall_by_class": {}, "slices": None, "best_step": None, "train_minutes": None,
-         "train_images_per_sec": None, "precision": None, "latency_p50_ms": None,
-         "cv_gap": None}
-  if not_validated:
-    return row
+def _cv_row(candidate: _Candidate, cv: dict | None, not_validated: str | None) -> dict:
+  """The candidate's row before (or without) validation: `not_validated` says why not."""
+  return {"variant": candidate.variant, "backbone": candidate.backbone,
+          "epochs": candidate.experiment.train.epochs, "cross_validation": cv,
+          "validated": not_validated is None, "not_validated": not_validated,
+          "model_dir": None, "val_accuracy": None, "val_f1_macro": None,
+          "recall_by_class": {}, "slices": None, "best_step": None, "train_minutes": None,
+          "train_images_per_sec": None, "precision": None, "latency_p50_ms": None,
+          "cv_gap": None}
+
+
+def _validated_row(candidate: _Candidate, cv: dict | None, latency_iterations: int) -> dict:
+  """Trains the candidate on the training split and scores it on the validation split."""
+  row = _cv_row(candidate, cv, None)
   experiment = _variant(candidate.experiment, candidate.backbone, candidate.run_dir)
   summary, report = _train_and_evaluate(experiment)
   latency = run_latency_benchmark(LatencyConfig(
@@ -208,7 +211,7 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
   if config.cv_folds:
     for i, candidate in enumerate(candidates):
       scores[i] = cross_validate(config, candidate)
-      write([_row(c, cv, 0, "cross-validation still running")
+      write([_cv_row(c, cv, "cross-validation still running")
              for c, cv in zip(candidates, scores) if cv])
   chosen = set(range(len(candidates)))
   if config.validate == "best":
@@ -216,7 +219,7 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
   rows: dict[int, dict] = {}
   report = None
   for i in sorted(chosen):
-    rows[i] = _row(candidates[i], scores[i], config.latency_iterations)
-    report = write([rows[j] if j in rows else _row(c, scores[j], 0, _NOT_CHOSEN)
+    rows[i] = _validated_row(candidates[i], scores[i], config.latency_iterations)
+    report = write([rows[j] if j in rows else _cv_row(c, scores[j], _NOT_CHOSEN)
                     for j, c in enumerate(candidates) if j in rows or j not in chosen])
   return report
