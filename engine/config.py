@@ -26,11 +26,18 @@ SHARD_CHECKS = ("fast", "full", "off")  # see integrity.verify_shards
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """Which augmentations to apply; 0 / False turns one off."""
+  """Which augmentations to apply; 0 / False turns one off.
+
+  `zoom` z draws each image's output->source scale from [1 - z, 1 + z] (ImageDataGenerator's
+  float form); `zoom_range` (lower, upper) is its explicit form and replaces `zoom`. A scale s
+  shows the face at 1/s of its size: z = 0.3 reaches faces at 0.77x-1.43x, so a frame 0.7x as
+  tight (1.43 in scale) needs an upper bound of about 1.45.
+  """
 
   flip: bool = False
   rotation_deg: float = 0.0
   zoom: float = 0.0
+  zoom_range: tuple[float, float] | None = None
   translate: float = 0.0
   shear_deg: float = 0.0
   brightness: float = 0.0
@@ -41,8 +48,26 @@ class AugmentConfig:
   erasing_prob: float = 0.0
 
   @property
+  def zoom_bounds(self) -> tuple[float, float]:
+    """The (lower, upper) output->source scale each image's zoom is drawn from."""
+    return tuple(self.zoom_range) if self.zoom_range else (1.0 - self.zoom, 1.0 + self.zoom)
+
+  @property
   def affine(self) -> bool:
-    return any((self.rotation_deg, self.zoom, self.translate, self.shear_deg))
+    return (any((self.rotation_deg, self.translate, self.shear_deg))
+            or self.zoom_bounds != (1.0, 1.0))
+
+  def validate(self) -> "AugmentConfig":
+    if not 0 <= self.zoom < 1:
+      raise ValueError(f"zoom must be in [0, 1), got {self.zoom}")
+    if self.zoom_range is not None:
+      if self.zoom:
+        raise ValueError(f"zoom ({self.zoom}) and zoom_range ({self.zoom_range}) both set the "
+                         "zoom; set one (zoom 0 with zoom_range)")
+      if not (len(self.zoom_range) == 2 and 0 < self.zoom_range[0] <= self.zoom_range[1]):
+        raise ValueError(f"zoom_range must be lower,upper with 0 < lower <= upper, "
+                         f"got {self.zoom_range}")
+    return self
 
   @property
   def geometric(self) -> bool:
@@ -117,6 +142,7 @@ class InputConfig:
                        f"got {self.on_bad_record!r}")
     if self.augment_on not in AUGMENT_PLACES:
       raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {self.augment_on!r}")
+    self.augment.validate()
     if self.tf_data_service:
       self._validate_service()
     if self.verify_shards not in SHARD_CHECKS:

@@ -61,7 +61,10 @@ def geometry_matrices(seed, n, output_size, config: AugmentConfig, source_size=N
   s_rot, s_zoom, s_tx, s_ty, s_shear, s_flip = _sub_seeds(seed, 6)
   angle = _draw(s_rot, n, config.rotation_deg * math.pi / 180)
   shear = tf.tan(_draw(s_shear, n, config.shear_deg * math.pi / 180))
-  zoom = 1.0 + _draw(s_zoom, n, config.zoom)
+  if config.zoom_range:
+    zoom = tf.random.stateless_uniform([n], s_zoom, *(float(v) for v in config.zoom_range))
+  else:  # the float form, drawn as it always was (a resumed run draws the same numbers)
+    zoom = 1.0 + _draw(s_zoom, n, config.zoom)
   tx, ty = _draw(s_tx, n, config.translate) * out_w, _draw(s_ty, n, config.translate) * out_h
   mirror = (tf.where(tf.random.stateless_uniform([n], s_flip) < 0.5, -1.0, 1.0)
             if config.flip else tf.ones([n]))

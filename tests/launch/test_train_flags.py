@@ -106,3 +106,7 @@ def test_a_recipe_variant_parses_on_top_and_leaves_the_flags_as_they_were(parse)
   assert experiment_flags.experiment_config_from_flags() == config  # flags put back
   with pytest.raises(ValueError, match="not flags: zoom=0.3"):
     experiment_flags.experiment_config_with(["zoom=0.3"])
+  wide = experiment_flags.experiment_config_with(["--zoom=0", "--zoom_range=0.75,1.45"])
+  assert wide.input.augment.zoom_bounds == (0.75, 1.45)
+  with pytest.raises(ValueError, match="both set the zoom"):
+    experiment_flags.experiment_config_with(["--zoom_range=0.75,1.45"])  # the recipe's 0.3

@@ -48,6 +48,35 @@ def test_flip_mirrors_exactly():
   np.testing.assert_allclose(flipped[0].numpy(), image.numpy()[:, ::-1], atol=1e-3)
 
 
+def _scales(config, n=2000):
+  matrices = A.geometry_matrices(tf.constant([3, 4]), n, (32, 32), config).numpy()
+  return np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2])))  # no rotation/shear: the zoom
+
+
+def test_zoom_range_draws_scales_in_its_bounds_and_zoom_keeps_its_old_draws():
+  scales = _scales(AugmentConfig(zoom_range=(0.75, 1.45)))
+  assert 0.75 <= scales.min() < 0.8 and 1.4 < scales.max() <= 1.45
+  assert abs(np.mean(scales > 1.3) - 0.15 / 0.7) < 0.04  # uniform over the range
+  # The float form is ImageDataGenerator's [1 - z, 1 + z], drawn exactly as before
+  # zoom_range existed, so a resumed run sees the same augmentation.
+  s_zoom = tf.unstack(tf.random.experimental.stateless_split(tf.constant([3, 4]), 6))[1]
+  expected = 1.0 + tf.random.stateless_uniform([2000], s_zoom, -0.3, 0.3).numpy()
+  np.testing.assert_allclose(_scales(AugmentConfig(zoom=0.3)), expected, rtol=1e-5)
+  assert AugmentConfig(zoom=0.3).zoom_bounds == (0.7, 1.3)
+  assert AugmentConfig(zoom_range=(1.0, 1.0)).affine is False
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"zoom": 0.3, "zoom_range": (0.8, 1.4)}, "both set the zoom"),
+    ({"zoom_range": (1.4, 0.8)}, "lower <= upper"),
+    ({"zoom_range": (0.0, 1.2)}, "0 < lower"),
+    ({"zoom": 1.5}, r"zoom must be in \[0, 1\)"),
+])
+def test_bad_zoom_is_refused_by_name(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    AugmentConfig(**kwargs).validate()
+
+
 def test_zero_magnitude_affine_is_identity():
   image = _image()
   out = A.random_geometry(image, tf.constant([1, 2]), AugmentConfig(rotation_deg=1e-9))
