@@ -16,6 +16,12 @@ only the candidate with the best fold mean:
   python -m benchmarks.recipes --flagfile=celeba_dev.flags --cv_folds=5 --validate=best \
       --variants="zoom10: --zoom=0.1" --variants="zoom30: --zoom=0.3" \
       --work_dir=runs/cv --output_json=cv.json
+
+A variant may name its own backbone ("vgg: --backbone=vgg11_bn --epochs=16"): it is then one
+candidate, on that backbone. --framings=standard also scores every held-out fold and the
+validation split re-framed (tight chips, loose frames, shifts, tilts), and
+--select_by=worst_framing chooses the recipe by the folds' worst framing instead of their
+clean accuracy.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ _CV_SEED = flags.DEFINE_integer("cv_seed", 0, "Shuffles identities before dealin
 _VARIANTS = flags.DEFINE_multi_string(
     "variants", [], "NAME: FLAGS..., a recipe variant: the flags are parsed on top of the "
     "recipe's (e.g. \"zoom30: --zoom=0.3 --translate=0.1\"). Repeat for more.")
+_FRAMINGS = flags.DEFINE_list(
+    "framings", [], "Also score each held-out fold and the validation split re-framed "
+    "(engine.eval.framing names, or standard: the whole curve).")
+_SELECT_BY = flags.DEFINE_enum(
+    "select_by", "accuracy", ["accuracy", "worst_framing"], "What --validate=best maximises: "
+    "the folds' mean clean accuracy, or the mean of each fold's worst framing (needs --framings).")
 _VALIDATE = flags.DEFINE_enum(
     "validate", "all", ["all", "best"], "all: validate every candidate; best: only the one "
     "with the best cross-validated mean (needs --cv_folds).")
@@ -58,7 +70,7 @@ def main(argv: list[str]) -> None:
   report = run_recipe_table(RecipeTableConfig(
       experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value), _WORK_DIR.value,
       _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value, _CV_SEED.value,
-      _variants(), _VALIDATE.value))
+      _variants(), _VALIDATE.value, tuple(_FRAMINGS.value), _SELECT_BY.value))
   print(report["markdown"])
 
 

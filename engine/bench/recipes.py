@@ -13,6 +13,12 @@ with `validate="best"` only the candidate with the highest fold mean is then tra
 whole training partition and scored on the validation split, once, so the validation figure
 never took part in the choice; the others keep their cross-validated row. The gap between
 the fold estimate and the validation split is reported.
+
+With `framings` (engine.eval.framing names, "standard" for the whole curve) every held-out
+fold, and the validation split, is also scored re-framed: tighter chips, looser frames,
+shifts, tilts. Each fold's worst framing is its robustness score, and
+`select_by="worst_framing"` chooses the recipe by the fold mean of that worst point instead
+of the clean accuracy: robustness chosen on the training partition too, never on validation.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ import numpy as np
 from engine.bench.latency import LatencyConfig, run_latency_benchmark
 from engine.config import ExperimentConfig
 from engine.data.folds import FoldConfig, write_identity_folds
+from engine.eval import framing
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.train import train
 
 
 VALIDATE = ("all", "best")
+SELECT_BY = ("accuracy", "worst_framing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +49,15 @@ class RecipeTableConfig:
     experiment: the recipe.
     backbones: one candidate per backbone (and per variant).
     variants: (name, recipe) pairs that replace `experiment`, e.g. the same recipe with
-      more zoom; their runs go under WORK_DIR/NAME/BACKBONE.
+      more zoom; their runs go under WORK_DIR/NAME/BACKBONE. A variant whose backbone is
+      not the recipe's runs on that backbone alone.
     cv_folds: identity-disjoint K-fold cross-validation of every candidate first (0: off).
     validate: "all" trains every candidate on the training split and scores it on the
       validation split; "best" (needs cv_folds) only the one with the best fold mean.
+    framings: also score every held-out fold and the validation split under these
+      framings (engine.eval.framing names; "standard" is the whole curve).
+    select_by: what "best" maximises: the fold mean of the clean "accuracy", or of each
+      fold's "worst_framing" accuracy (needs framings).
   """
 
   experiment: ExperimentConfig
@@ -56,10 +69,18 @@ class RecipeTableConfig:
   cv_seed: int = 0
   variants: tuple[tuple[str, ExperimentConfig], ...] = ()
   validate: str = "all"
+  framings: tuple[str, ...] = ()
+  select_by: str = "accuracy"
 
   def validated(self) -> "RecipeTableConfig":
     if self.validate not in VALIDATE:
       raise ValueError(f"validate must be one of {', '.join(VALIDATE)}, got {self.validate!r}")
+    if self.select_by not in SELECT_BY:
+      raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+    if self.select_by == "worst_framing" and not (self.framings and self.cv_folds):
+      raise ValueError("select_by='worst_framing' chooses by the folds' framing curves: set "
+                       "cv_folds and framings (e.g. standard)")
+    framing.parse_framings(self.framings)  # unknown names fail here, before any training
     if self.validate == "best" and not self.cv_folds:
       raise ValueError("validate='best' chooses by cross-validation: set cv_folds (e.g. 5)")
     names = [name for name, _ in self.variants]
@@ -69,7 +90,7 @@ class RecipeTableConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Candidate:
+class Candidate:
   variant: str | None
   backbone: str
   experiment: ExperimentConfig
@@ -85,20 +106,37 @@ def _variant(experiment: ExperimentConfig, backbone: str, model_dir: str,
       train=dataclasses.replace(experiment.train, model_dir=model_dir))
 
 
-def _train_and_evaluate(experiment: ExperimentConfig) -> tuple[dict, dict]:
+def _train_and_evaluate(experiment: ExperimentConfig,
+                        framings: tuple[str, ...]) -> tuple[dict, dict]:
   summary = train(experiment)
-  report = evaluate(EvalConfig(experiment.train.model_dir, split=experiment.eval_split))
+  report = evaluate(EvalConfig(experiment.train.model_dir, split=experiment.eval_split,
+                               framings=framings))
   return summary, report
 
 
-def _candidates(config: RecipeTableConfig) -> list[_Candidate]:
-  variants = config.variants or ((None, config.experiment),)
-  return [_Candidate(name, backbone, experiment,
-                     os.path.join(config.work_dir, *([name] if name else []), backbone))
-          for name, experiment in variants for backbone in config.backbones]
+def _worst_framing(report: dict) -> dict | None:
+  """The framing point with the lowest accuracy ({name, accuracy, drop_points})."""
+  if not report.get("framing"):
+    return None
+  worst = min(report["framing"], key=lambda r: r["accuracy"])
+  return {"name": worst["name"], "accuracy": worst["accuracy"],
+          "drop_points": worst["drop_points"]}
 
 
-def cross_validate(config: RecipeTableConfig, candidate: _Candidate) -> dict:
+def candidates(config: RecipeTableConfig) -> list[Candidate]:
+  """One per variant and backbone; a variant that names its own backbone (e.g.
+  "vgg: --backbone=vgg11_bn --epochs=16") is one candidate, on that backbone only."""
+  found = []
+  for name, experiment in config.variants or ((None, config.experiment),):
+    own = experiment.model.backbone
+    pinned = name is not None and own != config.experiment.model.backbone
+    for backbone in (own,) if pinned else config.backbones:
+      found.append(Candidate(name, backbone, experiment,
+                             os.path.join(config.work_dir, *([name] if name else []), backbone)))
+  return found
+
+
+def cross_validate(config: RecipeTableConfig, candidate: Candidate) -> dict:
   """Identity-disjoint K-fold estimate of the recipe on the training partition.
 
   Each fold run selects its checkpoint on its own held-out fold, exactly as the full run
@@ -111,20 +149,32 @@ def cross_validate(config: RecipeTableConfig, candidate: _Candidate) -> dict:
   for k, fold_dir in enumerate(fold_dirs):
     experiment = _variant(candidate.experiment, candidate.backbone,
                           os.path.join(candidate.run_dir, f"fold-{k}"), fold_dir)
-    summary, report = _train_and_evaluate(experiment)
+    summary, report = _train_and_evaluate(experiment, config.framings)
     folds.append({"fold": k, "val_accuracy": report["metrics"]["accuracy"],
                   "val_examples": report["num_examples"],
-                  "train_minutes": summary["wall_seconds"] / 60})
+                  "train_minutes": summary["wall_seconds"] / 60,
+                  "worst_framing": _worst_framing(report)})
   accuracies = np.array([f["val_accuracy"] for f in folds])
-  return {"folds": folds, "mean": float(accuracies.mean()),
-          "std": float(accuracies.std(ddof=1)), "min": float(accuracies.min()),
-          "max": float(accuracies.max())}
+  cv = {"folds": folds, "mean": float(accuracies.mean()),
+        "std": float(accuracies.std(ddof=1)), "min": float(accuracies.min()),
+        "max": float(accuracies.max()), "worst_framing_mean": None, "worst_framing_std": None}
+  if config.framings:
+    worst = np.array([f["worst_framing"]["accuracy"] for f in folds])
+    cv.update(worst_framing_mean=float(worst.mean()), worst_framing_std=float(worst.std(ddof=1)))
+  return cv
 
 
 _NOT_CHOSEN = "another recipe cross-validated better"
 
 
-def _cv_row(candidate: _Candidate, cv: dict | None, not_validated: str | None) -> dict:
+def best_candidate(scores: list[dict], select_by: str) -> int:
+  """The index of the cross-validation result with the highest fold mean of `select_by`
+  (the clean accuracy, or each fold's worst framing); the first one wins a tie."""
+  key = {"accuracy": "mean", "worst_framing": "worst_framing_mean"}[select_by]
+  return max(range(len(scores)), key=lambda i: scores[i][key])
+
+
+def _cv_row(candidate: Candidate, cv: dict | None, not_validated: str | None) -> dict:
   """The candidate's row before (or without) validation: `not_validated` says why not."""
   return {"variant": candidate.variant, "backbone": candidate.backbone,
           "epochs": candidate.experiment.train.epochs, "cross_validation": cv,
@@ -132,14 +182,15 @@ def _cv_row(candidate: _Candidate, cv: dict | None, not_validated: str | None) -
           "model_dir": None, "val_accuracy": None, "val_f1_macro": None,
           "recall_by_class": {}, "slices": None, "best_step": None, "train_minutes": None,
           "train_images_per_sec": None, "precision": None, "latency_p50_ms": None,
-          "cv_gap": None}
+          "cv_gap": None, "val_worst_framing": None}
 
 
-def _validated_row(candidate: _Candidate, cv: dict | None, latency_iterations: int) -> dict:
+def _validated_row(candidate: Candidate, cv: dict | None, config: RecipeTableConfig) -> dict:
   """Trains the candidate on the training split and scores it on the validation split."""
+  latency_iterations = config.latency_iterations
   row = _cv_row(candidate, cv, None)
   experiment = _variant(candidate.experiment, candidate.backbone, candidate.run_dir)
-  summary, report = _train_and_evaluate(experiment)
+  summary, report = _train_and_evaluate(experiment, config.framings)
   latency = run_latency_benchmark(LatencyConfig(
       backbones=(candidate.backbone,), image_size=tuple(experiment.model.image_size),
       precisions=(experiment.train.precision,), xla=(False,),
@@ -156,7 +207,8 @@ def _validated_row(candidate: _Candidate, cv: dict | None, latency_iterations: i
               "precision": summary["precision"],
               "latency_p50_ms": latency["latency_ms"]["p50"] if not latency["error"] else None,
               "model_dir": experiment.train.model_dir,
-              "cv_gap": None if cv is None else metrics["accuracy"] - cv["mean"]})
+              "cv_gap": None if cv is None else metrics["accuracy"] - cv["mean"],
+              "val_worst_framing": _worst_framing(report)})
   return row
 
 
@@ -171,20 +223,33 @@ def _percent(value: float | None) -> str:
   return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def markdown_table(rows: list[dict]) -> str:
-  lines = ["| recipe | cross-validated accuracy | val accuracy | val F1 (macro) | "
+def _framing_cell(row: dict) -> str:
+  """Worst framing, cross-validated (fold mean ± sd) / on validation (its name and drop)."""
+  cv, val = row["cross_validation"], row["val_worst_framing"]
+  parts = ["-" if not cv or cv.get("worst_framing_mean") is None else
+           f"{100 * cv['worst_framing_mean']:.2f}% ± {100 * cv['worst_framing_std']:.2f}",
+           "-" if val is None else
+           f"{_percent(val['accuracy'])} ({val['name']}, -{val['drop_points']:.2f})"]
+  return " / ".join(parts)
+
+
+def markdown_table(rows: list[dict], framings: bool = False) -> str:
+  """The README's table; `framings` adds the worst-framing column."""
+  extra = " worst framing: cross-validated / val |" if framings else ""
+  lines = ["| recipe | cross-validated accuracy | val accuracy |" + extra + " val F1 (macro) | "
            "recall female / male | epochs | train minutes | train images/s | batch-1 p50 ms |",
-           "|" + " --- |" * 9]
+           "|" + " --- |" * (10 if framings else 9)]
   for r in rows:
     recall = " / ".join(f"{v:.3f}" for v in r["recall_by_class"].values()) or "-"
     name = f"{r['variant']} ({r['backbone']})" if r["variant"] else r["backbone"]
+    framing_cell = f" {_framing_cell(r)} |" if framings else ""
     if not r["validated"]:
       lines.append(f"| {name} | {_cv_cell(r['cross_validation'])} | not validated: "
-                   f"{r['not_validated']} | - | - | {r['epochs']} | - | - | - |")
+                   f"{r['not_validated']} |{framing_cell} - | - | {r['epochs']} | - | - | - |")
       continue
     latency = f"{r['latency_p50_ms']:.1f}" if r["latency_p50_ms"] else "-"
     lines.append(f"| {name} | {_cv_cell(r['cross_validation'])} | "
-                 f"{_percent(r['val_accuracy'])} | {r['val_f1_macro']:.4f} | "
+                 f"{_percent(r['val_accuracy'])} |{framing_cell} {r['val_f1_macro']:.4f} | "
                  f"{recall} | {r['epochs']} | {r['train_minutes']:.1f} | "
                  f"{r['train_images_per_sec']:.0f} | {latency} |")
   return "\n".join(lines)
@@ -195,31 +260,32 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
   the best by fold mean). The JSON is rewritten after each step, so a long table that is
   stopped keeps what finished (and a rerun resumes each run from its checkpoints)."""
   config = config.validated()
-  candidates = _candidates(config)
-  scores: list[dict | None] = [None] * len(candidates)
+  todo = candidates(config)
+  scores: list[dict | None] = [None] * len(todo)
 
   def write(rows: list[dict]) -> dict:
     report = {"experiment": json.loads(config.experiment.to_json()),
               "variants": {name: json.loads(e.to_json()) for name, e in config.variants},
               "cv_folds": config.cv_folds, "validate": config.validate, "rows": rows,
-              "markdown": markdown_table(rows)}
+              "framings": list(config.framings), "select_by": config.select_by,
+              "markdown": markdown_table(rows, bool(config.framings))}
     if config.output_json:
       with open(config.output_json, "w") as f:
         json.dump(report, f, indent=2)
     return report
 
   if config.cv_folds:
-    for i, candidate in enumerate(candidates):
+    for i, candidate in enumerate(todo):
       scores[i] = cross_validate(config, candidate)
       write([_cv_row(c, cv, "cross-validation still running")
-             for c, cv in zip(candidates, scores) if cv])
-  chosen = set(range(len(candidates)))
+             for c, cv in zip(todo, scores) if cv])
+  chosen = set(range(len(todo)))
   if config.validate == "best":
-    chosen = {max(chosen, key=lambda i: scores[i]["mean"])}
+    chosen = {best_candidate(scores, config.select_by)}
   rows: dict[int, dict] = {}
   report = None
   for i in sorted(chosen):
-    rows[i] = _validated_row(candidates[i], scores[i], config.latency_iterations)
+    rows[i] = _validated_row(todo[i], scores[i], config)
     report = write([rows[j] if j in rows else _cv_row(c, scores[j], _NOT_CHOSEN)
-                    for j, c in enumerate(candidates) if j in rows or j not in chosen])
+                    for j, c in enumerate(todo) if j in rows or j not in chosen])
   return report

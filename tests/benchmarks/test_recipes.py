@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.bench.recipes import RecipeTableConfig, run_recipe_table
+from engine.bench.recipes import RecipeTableConfig, best_candidate, candidates, run_recipe_table
 from tests.engine.train.conftest import tiny_experiment
 
 
@@ -32,10 +32,11 @@ def test_cross_validation_then_validation_of_only_the_best_variant(
   frozen = dataclasses.replace(base, train=dataclasses.replace(base.train, learning_rate=1e-9))
   report = run_recipe_table(RecipeTableConfig(
       base, backbones=("tiny_resnet",), work_dir=str(tmp_path / "runs"), latency_iterations=2,
-      cv_folds=2, variants=(("frozen", frozen), ("learns", base)), validate="best"))
+      cv_folds=2, variants=(("frozen", frozen), ("learns", base)), validate="best",
+      framings=("clean", "loose_0.7"), select_by="worst_framing"))
   frozen_row, learns_row = report["rows"]
   assert frozen_row["variant"] == "frozen" and learns_row["variant"] == "learns"
-  means = [frozen_row["cross_validation"]["mean"], learns_row["cross_validation"]["mean"]]
+  means = [r["cross_validation"]["worst_framing_mean"] for r in (frozen_row, learns_row)]
   winner, loser = (learns_row, frozen_row) if means[1] > means[0] else (frozen_row, learns_row)
   assert winner["validated"] and winner["val_accuracy"] is not None
   assert not loser["validated"] and loser["val_accuracy"] is None
@@ -51,9 +52,46 @@ def test_cross_validation_then_validation_of_only_the_best_variant(
   assert cv["min"] == min(accuracies) and cv["max"] == max(accuracies)
   assert winner["cv_gap"] == pytest.approx(winner["val_accuracy"] - cv["mean"])
   assert "2 folds" in report["markdown"]
+  # Every fold's worst framing is the lower of its two points, and it is what chose.
+  for fold in cv["folds"]:
+    assert fold["worst_framing"]["name"] in ("clean", "loose_0.7")
+    assert fold["worst_framing"]["accuracy"] <= fold["val_accuracy"] + 1e-9
+  assert cv["worst_framing_mean"] == pytest.approx(
+      sum(f["worst_framing"]["accuracy"] for f in cv["folds"]) / 2)
+  assert winner["val_worst_framing"]["accuracy"] <= winner["val_accuracy"] + 1e-9
+  assert "worst framing: cross-validated / val" in report["markdown"]
 
 
 def test_validate_best_without_cross_validation_is_refused(celeba_shards, tmp_path):
   with pytest.raises(ValueError, match="cv_folds"):
     run_recipe_table(RecipeTableConfig(
         tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1), validate="best"))
+
+
+def test_a_variant_with_its_own_backbone_is_one_candidate_on_it(celeba_shards, tmp_path):
+  base = tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1)
+  vgg = dataclasses.replace(base, model=dataclasses.replace(base.model, backbone="tiny_vgg"))
+  config = RecipeTableConfig(base, backbones=(base.model.backbone, "other"),
+                             work_dir="w", variants=(("same", base), ("vgg", vgg)))
+  assert [(c.variant, c.backbone, c.run_dir) for c in candidates(config)] == [
+      ("same", base.model.backbone, f"w/same/{base.model.backbone}"),
+      ("same", "other", "w/same/other"), ("vgg", "tiny_vgg", "w/vgg/tiny_vgg")]
+
+
+def test_the_best_candidate_is_chosen_by_the_asked_score():
+  scores = [{"mean": 0.96, "worst_framing_mean": 0.93}, {"mean": 0.95, "worst_framing_mean": 0.94}]
+  assert best_candidate(scores, "accuracy") == 0
+  assert best_candidate(scores, "worst_framing") == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"select_by": "worst_framing", "cv_folds": 2}, "set cv_folds and framings"),
+    ({"framings": ("clean", "sideways")}, "unknown framing 'sideways'"),
+    ({"select_by": "robustness"}, "select_by must be one of"),
+])
+def test_bad_selection_is_refused_before_training(celeba_shards, tmp_path, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    run_recipe_table(RecipeTableConfig(
+        tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1),
+        work_dir=str(tmp_path / "runs"), **kwargs))
+  assert not (tmp_path / "runs").exists()
