@@ -53,8 +53,10 @@ DETECTORS = ("auto", "mtcnn", "haar")
 CELEBA_FACE_BOX = (48.0, 67.0, 83.0, 113.0)
 MIN_FRAME_IOU = 0.5
 MIN_FACE_SCORE = 0.9
-# Below this share of the aligned frame taken from the photo (the rest is its edge pixels
-# repeated: a face at the border of the photo), the crop is not what training saw.
+# Below this share of the model's input taken from the photo (the rest is its edge pixels
+# repeated: a face at the border of the photo), the crop is not what training saw. The share
+# is of the run's crop box inside the aligned frame, not of the whole frame: a photo cut to
+# the training window covers all the model reads and none of the frame's unread margins.
 MIN_FRAME_COVERAGE = 0.8
 
 
@@ -85,7 +87,8 @@ class AlignedFace:
     detector: which detector ran ("mtcnn" or "haar").
     box_in_frame: the detection's box carried into the aligned crop (x, y, width, height:
       the bounds of its warped corners), to compare with CELEBA_FACE_BOX.
-    coverage: the share of the aligned crop that comes from the photo.
+    coverage: the share of the model's input window (the run's crop box in the aligned frame,
+      the whole frame without one) that comes from the photo.
   """
 
   status: str
@@ -236,11 +239,17 @@ def _box_in_frame(box: tuple[float, ...], matrix: np.ndarray) -> tuple[float, ..
   return tuple(round(float(v), 1) for v in (x0, y0, x1 - x0, y1 - y0))
 
 
-def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray) -> float:
-  """The share of the 178x218 crop that `matrix` takes from inside the photo."""
+def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray,
+              crop_box: tuple[float, ...] | None = None) -> float:
+  """The share of the 178x218 frame's `crop_box` window (fractions; None: all of it) that
+  `matrix` takes from inside the photo."""
   height, width = CELEBA_CROP_SIZE
+  top, left, box_h, box_w = crop_box or (0.0, 0.0, 1.0, 1.0)
+  # the window's pixels, rounded as engine.data.decode.crop_window rounds them
+  y0, x0 = round(top * height), round(left * width)
+  y1, x1 = y0 + max(1, round(box_h * height)), x0 + max(1, round(box_w * width))
   inverse = cv2.invertAffineTransform(matrix)
-  ys, xs = np.mgrid[0:height, 0:width]
+  ys, xs = np.mgrid[y0:y1, x0:x1]
   source = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1) @ inverse.T
   inside = ((source[:, 0] >= -0.5) & (source[:, 0] <= image_shape[1] - 0.5)
             & (source[:, 1] >= -0.5) & (source[:, 1] <= image_shape[0] - 0.5))
@@ -272,13 +281,15 @@ def framing_warnings(face: AlignedFace) -> list[str]:
   return warnings
 
 
-def align_face(image: np.ndarray, detector: FaceDetector) -> AlignedFace:
-  """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing."""
+def align_face(image: np.ndarray, detector: FaceDetector,
+               crop_box: tuple[float, ...] | None = None) -> AlignedFace:
+  """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing;
+  `crop_box` is the part of that frame the model reads (for `coverage`)."""
   detections = sorted(detector.detect(image), key=_area, reverse=True)
   for detection in detections:
     matrix = similarity_to_celeba(detection.landmarks)
     if matrix is not None:
       return AlignedFace("ok", warp_to_celeba(image, matrix), detection, len(detections),
                          detector.name, _box_in_frame(detection.box, matrix),
-                         _coverage(image.shape, matrix))
+                         _coverage(image.shape, matrix, crop_box))
   return AlignedFace("no_face", None, None, len(detections), detector.name)

@@ -283,8 +283,10 @@ class _Framer:
   """Frames each image as training did: as it is, or aligned by a face detector that is
   built on first use (loading MTCNN takes seconds), and counts what it did."""
 
-  def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None):
+  def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None,
+               crop_box: tuple[float, ...] | None = None):
     self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
+    self._crop_box = crop_box
     self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0}
 
   def describe(self) -> str:
@@ -308,7 +310,7 @@ class _Framer:
       return image, {"framing": "as_is"}
     if self._detector is None:
       self._detector = faces.make_detector()
-    face = faces.align_face(image, self._detector)
+    face = faces.align_face(image, self._detector, self._crop_box)
     if face.status != "ok":
       self.counts["no_face"] += 1
       return None, {"status": "no_face", "framing": "aligned",
@@ -409,7 +411,7 @@ def predict(config: PredictConfig) -> list[dict]:
   task, names, image_size = model.task, model.class_names, model.image_size
   dtype = tf.uint8 if model.input_dtype == "uint8" else tf.float32
   resize = crop_and_resize_fn(image_size, model.input_dtype, model.crop_box)
-  framer = _Framer(config.detect_faces, model.frame_size)
+  framer = _Framer(config.detect_faces, model.frame_size, model.crop_box)
   logging.info("%s; flip TTA %s", framer.describe(), "on" if model.flip_tta else "off")
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
