@@ -99,14 +99,17 @@ def test_help_answers_without_importing_tensorflow():
 
 def test_a_recipe_variant_parses_on_top_and_leaves_the_flags_as_they_were(parse):
   config = parse("--flagfile=celeba_dev.flags", "--data_dir=/data/a")
-  variant = experiment_flags.experiment_config_with(["--zoom=0.3", "--noflip", "--epochs=3"])
-  assert (variant.input.augment.zoom, variant.input.augment.flip) == (0.3, False)
+  variant = experiment_flags.experiment_config_with(["--zoom_range=0.8,1.2", "--noflip",
+                                                     "--epochs=3"])
+  assert (variant.input.augment.zoom_range, variant.input.augment.flip) == ((0.8, 1.2), False)
   assert variant.train.epochs == 3 and variant.input.data_dir == "/data/a"
   assert dataclasses.replace(variant, input=config.input, train=config.train) == config
   assert experiment_flags.experiment_config_from_flags() == config  # flags put back
   with pytest.raises(ValueError, match="not flags: zoom=0.3"):
     experiment_flags.experiment_config_with(["zoom=0.3"])
-  wide = experiment_flags.experiment_config_with(["--zoom=0", "--zoom_range=0.75,1.45"])
-  assert wide.input.augment.zoom_bounds == (0.75, 1.45)
+  # The recipe's zoom is a range; --zoom_range= clears it for the float form.
+  assert config.input.augment.zoom_bounds == (0.7, 1.45)
+  narrow = experiment_flags.experiment_config_with(["--zoom_range=", "--zoom=0.1"])
+  assert narrow.input.augment.zoom_bounds == (0.9, 1.1)
   with pytest.raises(ValueError, match="both set the zoom"):
-    experiment_flags.experiment_config_with(["--zoom_range=0.75,1.45"])  # the recipe's 0.3
+    experiment_flags.experiment_config_with(["--zoom=0.3"])
