@@ -240,16 +240,12 @@ def _box_in_frame(box: tuple[float, ...], matrix: np.ndarray) -> tuple[float, ..
 
 
 def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray,
-              crop_box: tuple[float, ...] | None = None) -> float:
-  """The share of the 178x218 frame's `crop_box` window (fractions; None: all of it) that
-  `matrix` takes from inside the photo."""
-  height, width = CELEBA_CROP_SIZE
-  top, left, box_h, box_w = crop_box or (0.0, 0.0, 1.0, 1.0)
-  # the window's pixels, rounded as engine.data.decode.crop_window rounds them
-  y0, x0 = round(top * height), round(left * width)
-  y1, x1 = y0 + max(1, round(box_h * height)), x0 + max(1, round(box_w * width))
+              window: tuple[int, int, int, int] | None = None) -> float:
+  """The share of `window` (top, left, height, width pixels of the 178x218 frame; None: all
+  of it) that `matrix` takes from inside the photo."""
+  top, left, height, width = window or (0, 0, *CELEBA_CROP_SIZE)
   inverse = cv2.invertAffineTransform(matrix)
-  ys, xs = np.mgrid[y0:y1, x0:x1]
+  ys, xs = np.mgrid[top:top + height, left:left + width]
   source = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1) @ inverse.T
   inside = ((source[:, 0] >= -0.5) & (source[:, 0] <= image_shape[1] - 0.5)
             & (source[:, 1] >= -0.5) & (source[:, 1] <= image_shape[0] - 0.5))
@@ -282,14 +278,15 @@ def framing_warnings(face: AlignedFace) -> list[str]:
 
 
 def align_face(image: np.ndarray, detector: FaceDetector,
-               crop_box: tuple[float, ...] | None = None) -> AlignedFace:
+               window: tuple[int, int, int, int] | None = None) -> AlignedFace:
   """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing;
-  `crop_box` is the part of that frame the model reads (for `coverage`)."""
+  `window` (top, left, height, width pixels of that frame) is the part the model reads, its
+  crop box as `engine.data.decode.crop_window` cuts it (for `coverage`)."""
   detections = sorted(detector.detect(image), key=_area, reverse=True)
   for detection in detections:
     matrix = similarity_to_celeba(detection.landmarks)
     if matrix is not None:
       return AlignedFace("ok", warp_to_celeba(image, matrix), detection, len(detections),
                          detector.name, _box_in_frame(detection.box, matrix),
-                         _coverage(image.shape, matrix, crop_box))
+                         _coverage(image.shape, matrix, window))
   return AlignedFace("no_face", None, None, len(detections), detector.name)

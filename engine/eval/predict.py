@@ -37,7 +37,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensorboard
 
 from engine.data import schema
-from engine.data.decode import crop_and_resize_fn
+from engine.data.decode import crop_and_resize_fn, crop_window
 from engine.data.manifest import read_manifest
 from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
@@ -286,7 +286,9 @@ class _Framer:
   def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None,
                crop_box: tuple[float, ...] | None = None):
     self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
-    self._crop_box = crop_box
+    # the pixels of the aligned frame the model reads, cut as the input pipeline cuts them
+    self._window = None if crop_box is None else tuple(
+        int(v) for v in crop_window(faces.CELEBA_CROP_SIZE, crop_box).numpy())
     self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0}
 
   def describe(self) -> str:
@@ -310,7 +312,7 @@ class _Framer:
       return image, {"framing": "as_is"}
     if self._detector is None:
       self._detector = faces.make_detector()
-    face = faces.align_face(image, self._detector, self._crop_box)
+    face = faces.align_face(image, self._detector, self._window)
     if face.status != "ok":
       self.counts["no_face"] += 1
       return None, {"status": "no_face", "framing": "aligned",

@@ -84,19 +84,19 @@ def test_a_face_framed_like_training_has_no_warning():
 
 
 def test_coverage_counts_only_the_window_the_model_reads():
-  # A photo cut to rows 22-191 of the aligned frame: the run's crop box (rows 10%-88%),
-  # with none of the frame's top and bottom margins, which the model never reads.
-  crop_box = (0.1, 0.0, 0.78, 1.0)
+  # A photo cut to rows 22-191 of the aligned frame: the window a run's crop box of rows
+  # 10%-88% reads, with none of the frame's top and bottom margins.
+  window = (22, 0, 170, 178)
   landmarks = _moved_template(0.0, 1.0, (0.0, -22.0))
   photo = _dot_image(landmarks, size=(170, 178))
   detection = Detection(_template_box(1.0, (0.0, -22.0)), landmarks, score=0.99)
   whole = faces.align_face(photo, _StubDetector([detection]))
-  window = faces.align_face(photo, _StubDetector([detection]), crop_box)
+  inside = faces.align_face(photo, _StubDetector([detection]), window)
   assert whole.coverage == pytest.approx(170 / 218, abs=0.005)
   assert any(w.startswith("face at the photo's edge") for w in faces.framing_warnings(whole))
-  assert window.coverage == 1.0 and faces.framing_warnings(window) == []
+  assert inside.coverage == 1.0 and faces.framing_warnings(inside) == []
   # Ten rows less at the bottom and the window is no longer all photo.
-  short = faces.align_face(photo[:-10], _StubDetector([detection]), crop_box)
+  short = faces.align_face(photo[:-10], _StubDetector([detection]), window)
   assert short.coverage == pytest.approx(160 / 170, abs=0.01)
 
 

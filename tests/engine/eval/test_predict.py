@@ -368,6 +368,21 @@ class _TemplateDetector:
                             self.score)]
 
 
+def test_alignment_measures_coverage_over_the_runs_crop_window(tmp_path, monkeypatch):
+  seen = []
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.99))
+  real_align = faces.align_face
+  monkeypatch.setattr(faces, "align_face",
+                      lambda image, detector, window=None: seen.append(window)
+                      or real_align(image, detector, window))
+  model_dir = write_run_dir(tmp_path / "run", crop_box=(0.09, 0.0, 0.82, 1.0))
+  photo = str(tmp_path / "photo.jpg")
+  cv2.imwrite(photo, np.random.default_rng(0).integers(0, 256, (400, 360, 3), np.uint8))
+  (result,) = predict(PredictConfig(model_dir, (photo,), detect_faces=True))
+  # rows 9%-91% of the 218-row frame, rounded as the input pipeline's crop_window rounds them
+  assert seen == [(20, 0, 179, 178)] and result["face"]["coverage"] == 1.0
+
+
 @pytest.mark.parametrize("detect_faces, framings", [
     (None, ["as_is", "aligned"]), (False, ["as_is", "as_is"]), (True, ["aligned", "aligned"])])
 def test_faces_are_aligned_unless_already_in_the_training_frame(
