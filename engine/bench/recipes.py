@@ -38,7 +38,9 @@ from engine.train import train
 
 
 VALIDATE = ("all", "best")
-SELECT_BY = ("accuracy", "worst_framing")
+# select_by -> the cross-validation result's key it maximises
+_SELECT_KEYS = {"accuracy": "mean", "worst_framing": "worst_framing_mean"}
+SELECT_BY = tuple(_SELECT_KEYS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +172,7 @@ _NOT_CHOSEN = "another recipe cross-validated better"
 def best_candidate(scores: list[dict], select_by: str) -> int:
   """The index of the cross-validation result with the highest fold mean of `select_by`
   (the clean accuracy, or each fold's worst framing); the first one wins a tie."""
-  key = {"accuracy": "mean", "worst_framing": "worst_framing_mean"}[select_by]
+  key = _SELECT_KEYS[select_by]
   return max(range(len(scores)), key=lambda i: scores[i][key])
 
 
@@ -187,14 +189,13 @@ def _cv_row(candidate: Candidate, cv: dict | None, not_validated: str | None) ->
 
 def _validated_row(candidate: Candidate, cv: dict | None, config: RecipeTableConfig) -> dict:
   """Trains the candidate on the training split and scores it on the validation split."""
-  latency_iterations = config.latency_iterations
   row = _cv_row(candidate, cv, None)
   experiment = _variant(candidate.experiment, candidate.backbone, candidate.run_dir)
   summary, report = _train_and_evaluate(experiment, config.framings)
   latency = run_latency_benchmark(LatencyConfig(
       backbones=(candidate.backbone,), image_size=tuple(experiment.model.image_size),
       precisions=(experiment.train.precision,), xla=(False,),
-      iterations=latency_iterations, warmup=5, throughput_batches=1,
+      iterations=config.latency_iterations, warmup=5, throughput_batches=1,
       runtimes=("tensorflow",)))["results"][0]
   metrics = report["metrics"]
   recalls = {name: c["recall"] for name, c in metrics.get("per_class", {}).items()}
@@ -236,9 +237,9 @@ def _framing_cell(row: dict) -> str:
 def markdown_table(rows: list[dict], framings: bool = False) -> str:
   """The README's table; `framings` adds the worst-framing column."""
   extra = " worst framing: cross-validated / val |" if framings else ""
-  lines = ["| recipe | cross-validated accuracy | val accuracy |" + extra + " val F1 (macro) | "
-           "recall female / male | epochs | train minutes | train images/s | batch-1 p50 ms |",
-           "|" + " --- |" * (10 if framings else 9)]
+  header = ("| recipe | cross-validated accuracy | val accuracy |" + extra + " val F1 (macro) | "
+            "recall female / male | epochs | train minutes | train images/s | batch-1 p50 ms |")
+  lines = [header, "|" + " --- |" * (header.count("|") - 1)]
   for r in rows:
     recall = " / ".join(f"{v:.3f}" for v in r["recall_by_class"].values()) or "-"
     name = f"{r['variant']} ({r['backbone']})" if r["variant"] else r["backbone"]
