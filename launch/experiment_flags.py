@@ -103,12 +103,7 @@ def experiment_config_from_flags() -> ExperimentConfig:
   if batch < 0 or (batch == 0 and F.batch_size != "auto"):
     raise ValueError(f"--batch_size must be a positive integer or 'auto', got {F.batch_size!r}")
   size = (F.image_size, F.image_size)
-  zoom_range = None
-  if F.zoom_range:
-    try:
-      zoom_range = tuple(float(v) for v in F.zoom_range)
-    except ValueError:
-      raise ValueError(f"--zoom_range must be lower,upper numbers, got {F.zoom_range}") from None
+  zoom_range = tuple(_float_flag("zoom_range", v) for v in F.zoom_range) if F.zoom_range else None
   augment = AugmentConfig(flip=F.flip, rotation_deg=F.rotation, zoom=F.zoom, zoom_range=zoom_range,
                           translate=F.translate, shear_deg=F.shear, brightness=F.brightness,
                           contrast=F.contrast, saturation=F.saturation,
@@ -123,7 +118,7 @@ def experiment_config_from_flags() -> ExperimentConfig:
       global_batch_size=batch, augment=augment, augment_on=F.augment_on, seed=train.seed,
       deterministic=train.deterministic,
       cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
-      crop_box=tuple(float(v) for v in F.crop_box) if F.crop_box else None,
+      crop_box=tuple(_float_flag("crop_box", v) for v in F.crop_box) if F.crop_box else None,
       on_bad_record=F.on_bad_record, verify_shards=F.verify_shards)
   model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
                       finetune_last_n=F.finetune_last_n, weights=F.weights,
@@ -152,3 +147,10 @@ def _int_flag(name: str, value: str) -> int:
     return int(value)
   except ValueError:
     raise ValueError(f"--{name}: expected an integer, got {value!r}") from None
+
+
+def _float_flag(name: str, value: str) -> float:
+  try:
+    return float(value)
+  except ValueError:
+    raise ValueError(f"--{name}: expected a number, got {value!r}") from None
