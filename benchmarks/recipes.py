@@ -14,7 +14,7 @@ Recipe variants are flags on top of the recipe, and --validate=best trains and v
 only the candidate with the best fold mean:
 
   python -m benchmarks.recipes --flagfile=celeba_dev.flags --cv_folds=5 --validate=best \
-      --variants="zoom10: --zoom=0.1" --variants="zoom30: --zoom=0.3" \
+      --variants="narrow: --zoom_range=0.9,1.1" --variants="wide: --zoom_range=0.7,1.45" \
       --work_dir=runs/cv --output_json=cv.json
 
 A variant may name its own backbone ("vgg: --backbone=vgg11_bn --epochs=16"): it is then one
@@ -43,7 +43,7 @@ _CV_FOLDS = flags.DEFINE_integer(
 _CV_SEED = flags.DEFINE_integer("cv_seed", 0, "Shuffles identities before dealing them to folds.")
 _VARIANTS = flags.DEFINE_multi_string(
     "variants", [], "NAME: FLAGS..., a recipe variant: the flags are parsed on top of the "
-    "recipe's (e.g. \"zoom30: --zoom=0.3 --translate=0.1\"). Repeat for more.")
+    "recipe's (e.g. \"wide: --zoom_range=0.7,1.45 --translate=0.1\"). Repeat for more.")
 _FRAMINGS = flags.DEFINE_list(
     "framings", [], "Also score each held-out fold and the validation split re-framed "
     "(engine.eval.framing names, or standard: the whole curve).")
@@ -60,7 +60,7 @@ def _variants() -> tuple:
   for spec in _VARIANTS.value:
     name, sep, args = spec.partition(":")
     if not sep or not name.strip():
-      raise ValueError(f"--variants={spec!r}: expected NAME: FLAGS, e.g. 'zoom30: --zoom=0.3'")
+      raise ValueError(f"--variants={spec!r}: expected NAME: FLAGS, e.g. 'wide: --zoom_range=0.7,1.45'")
     variants.append((name.strip(), experiment_flags.experiment_config_with(shlex.split(args))))
   return tuple(variants)
 
