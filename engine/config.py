@@ -104,6 +104,12 @@ class InputConfig:
   out at most once per epoch (dynamic sharding); evaluation stays local. Needs
   augmentation on the device and is not deterministic (workers race for the next file).
 
+  `warp_from_frame`: training decodes the whole stored frame and the augmentation warp maps
+  its output onto `crop_box` inside it, so a zoom-out, shift or rotation shows the real
+  pixels beyond the box (hair, background), as a looser photo does, instead of the box's
+  edge pixels repeated. Without movement it cuts and resizes exactly the box. Needs
+  `crop_box` and shards of one image size; evaluation is unchanged.
+
   `verify_shards`: how the trainer and evaluator check the shards against manifest.json
   before reading them: "fast" (sizes and each file's first/last 64 KiB), "full" (SHA-256
   of every byte) or "off".
@@ -126,6 +132,7 @@ class InputConfig:
   balance: str = "none"
   tf_data_service: str | None = None
   crop_box: tuple[float, float, float, float] | None = None
+  warp_from_frame: bool = False
   on_bad_record: str = "error"
   verify_shards: str = "fast"
 
@@ -155,6 +162,9 @@ class InputConfig:
                          f"got {self.crop_box}")
       if self.augment.random_resized_crop:
         raise ValueError("crop_box and random_resized_crop both choose the crop; use one")
+    elif self.warp_from_frame:
+      raise ValueError("warp_from_frame samples the stored frame around crop_box; "
+                       "set crop_box (without one the decoded image is the whole frame already)")
     return self
 
   def _validate_service(self) -> None:

@@ -40,6 +40,9 @@ flags.DEFINE_enum("verify_shards", _I.verify_shards, ["fast", "full", "off"],
                   "each file's ends), full (SHA-256 of every byte) or off.")
 flags.DEFINE_list("crop_box", None, "top,left,height,width fractions of each image to keep "
                   "before resizing (e.g. the face in CelebA's 178x218 aligned crops).")
+flags.DEFINE_bool("warp_from_frame", _I.warp_from_frame, "Training's augmentation warp samples "
+                  "the whole stored frame around --crop_box, so a zoom-out or shift shows the "
+                  "real hair and background beyond the box, not its edge pixels repeated.")
 # Augmentation (ImageDataGenerator's units).
 flags.DEFINE_bool("flip", _A.flip, "Random horizontal flips.")
 flags.DEFINE_float("rotation", _A.rotation_deg, "Max rotation, degrees.")
@@ -119,6 +122,7 @@ def experiment_config_from_flags() -> ExperimentConfig:
       deterministic=train.deterministic,
       cache=F.cache, balance=F.balance, tf_data_service=F.tf_data_service,
       crop_box=tuple(_float_flag("crop_box", v) for v in F.crop_box) if F.crop_box else None,
+      warp_from_frame=F.warp_from_frame,
       on_bad_record=F.on_bad_record, verify_shards=F.verify_shards)
   model = ModelConfig(backbone=F.backbone, head=F.head, image_size=size, finetune=F.finetune,
                       finetune_last_n=F.finetune_last_n, weights=F.weights,

@@ -49,15 +49,19 @@ def _draw(seed, n, limit):
   return tf.random.stateless_uniform([n], seed, -limit, limit)
 
 
-def geometry_matrices(seed, n, output_size, config: AugmentConfig, source_size=None):
+def geometry_matrices(seed, n, output_size, config: AugmentConfig, source_size=None,
+                      source_window=None):
   """[n, 2, 3] random output->source pixel maps: flip, rotation, shear, zoom, shift, resize.
 
   The augmentation acts about the output image's centre in output pixels, as Keras'
   ImageDataGenerator does; `source_size` (H, W) adds the resize from the source, with
-  half-pixel centres like `tf.image.resize` and `cv2.resize`.
+  half-pixel centres like `tf.image.resize` and `cv2.resize`. `source_window` (top, left,
+  height, width) in source pixels maps the output onto that part of the source instead
+  (a crop inside a larger frame, whose pixels beyond the window a zoom-out then shows).
   """
   out_h, out_w = (float(v) for v in output_size)
-  src_h, src_w = (float(v) for v in (source_size or output_size))
+  top, left, src_h, src_w = (float(v) for v in (
+      source_window or (0, 0, *(source_size or output_size))))
   s_rot, s_zoom, s_tx, s_ty, s_shear, s_flip = _sub_seeds(seed, 6)
   angle = _draw(s_rot, n, config.rotation_deg * math.pi / 180)
   shear = tf.tan(_draw(s_shear, n, config.shear_deg * math.pi / 180))
@@ -77,7 +81,8 @@ def geometry_matrices(seed, n, output_size, config: AugmentConfig, source_size=N
   f = cy + ty - c * cx - d * cy
   # Then output pixels -> source pixels: x_src = (x + 0.5) * sx - 0.5.
   sx, sy = src_w / out_w, src_h / out_h
-  rows = [sx * a, sx * b, sx * e + (0.5 * sx - 0.5), sy * c, sy * d, sy * f + (0.5 * sy - 0.5)]
+  rows = [sx * a, sx * b, sx * e + (0.5 * sx - 0.5 + left),
+          sy * c, sy * d, sy * f + (0.5 * sy - 0.5 + top)]
   return tf.reshape(tf.stack(rows, axis=1), [n, 2, 3])
 
 
@@ -248,13 +253,16 @@ def random_photometric(images, seed, config: AugmentConfig):
   return apply_photometric(images, photometric_params(seed, tf.shape(images)[0], size, config))
 
 
-def augment_params(seed, n, config: AugmentConfig, output_size, source_size) -> dict:
+def augment_params(seed, n, config: AugmentConfig, output_size, source_size,
+                   source_window=None) -> dict:
   """Every per-image value `augment` draws for n images: the warp's output->source maps
-  (when anything moves or resizes) and the photometric values."""
+  (when anything moves, resizes or crops: `source_window`, see `geometry_matrices`) and
+  the photometric values."""
   s_geometry, s_photometric = _sub_seeds(seed, 2)
   params = {}
-  if config.geometric or tuple(output_size) != tuple(source_size):
-    params["matrices"] = geometry_matrices(s_geometry, n, output_size, config, source_size)
+  if config.geometric or tuple(output_size) != tuple(source_size) or source_window:
+    params["matrices"] = geometry_matrices(s_geometry, n, output_size, config, source_size,
+                                           source_window)
   params.update(photometric_params(s_photometric, n, output_size, config))
   return params
 
@@ -267,13 +275,15 @@ def apply_augment(images, params: dict, output_size, warp_fn=warp):
 
 
 @_as_batch
-def augment(images, seed, config: AugmentConfig, output_size=None):
-  """Every enabled op of `config`: one warp (with the resize to `output_size`), then the
-  photometric ops and erasing. Batches `[B, H, W, 3]` (the pipeline) or one image.
+def augment(images, seed, config: AugmentConfig, output_size=None, source_window=None):
+  """Every enabled op of `config`: one warp (with the resize to `output_size`, from
+  `source_window` when given), then the photometric ops and erasing. Batches
+  `[B, H, W, 3]` (the pipeline) or one image.
 
   The host path; the device path (device_augment.py) applies the same `augment_params`,
   drawn from the same batch seed in the input pipeline.
   """
   source_size, output_size = _source_and_output_size(images, output_size)
-  params = augment_params(seed, tf.shape(images)[0], config, output_size, source_size)
+  params = augment_params(seed, tf.shape(images)[0], config, output_size, source_size,
+                          source_window)
   return apply_augment(images, params, output_size)

@@ -35,8 +35,13 @@ def crop_window(image_shape, crop_box) -> tf.Tensor:
   return tf.maximum(tf.cast(window, tf.int32), [0, 0, 1, 1])
 
 
+def _from_frame(config: InputConfig) -> bool:
+  """Training warps from the whole stored frame onto the crop box (`warp_from_frame`)."""
+  return config.training and config.warp_from_frame and config.crop_box is not None
+
+
 def decode_jpeg(encoded, config: InputConfig, ratio: int):
-  if config.crop_box is not None:  # fused: only the face box is decoded
+  if config.crop_box is not None and not _from_frame(config):  # fused: only the box is decoded
     window = crop_window(tf.image.extract_jpeg_shape(encoded), config.crop_box)
     return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
   return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
@@ -74,11 +79,23 @@ def decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int, 
   shape = manifest.get("image_shape")
   if not config.training or not shape or config.augment.random_resized_crop:
     return None
-  if config.crop_box is not None:
-    with tf.init_scope():  # the same rounding as the in-graph crop, computed once
-      _, _, height, width = (int(v) for v in crop_window(shape, config.crop_box).numpy())
-    return height, width
+  if config.crop_box is not None and not _from_frame(config):
+    return tuple(_static_crop_window(shape, config.crop_box)[2:])
   return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
+
+
+def _static_crop_window(shape, crop_box) -> tuple[int, int, int, int]:
+  with tf.init_scope():  # the same rounding as the in-graph crop, computed once
+    return tuple(int(v) for v in crop_window(shape, crop_box).numpy())
+
+
+def warp_window(config: InputConfig, decoded_hw) -> tuple[int, int, int, int] | None:
+  """The crop box's [top, left, height, width] in the decoded training frame, which the
+  augmentation warp maps its output onto, with `warp_from_frame`; None when the decoded
+  image is the crop (or the whole image) already."""
+  if not _from_frame(config):
+    return None
+  return _static_crop_window(tuple(decoded_hw), config.crop_box)
 
 
 def to_output_dtype(image, dtype: tf.DType):

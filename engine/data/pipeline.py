@@ -164,7 +164,7 @@ def with_augment_params(ds: tf.data.Dataset, config: InputConfig,
   def attach(batch, seed):
     pixels, labels = batch
     params = augment_params(seed, pixels.shape[0], config.augment, config.image_size,
-                            pixels.shape[1:3])
+                            pixels.shape[1:3], decode.warp_window(config, pixels.shape[1:3]))
     return (pixels, params), labels
 
   seeds = _seeds(config.seed + 1).skip(skip_batches)
@@ -197,6 +197,9 @@ class _Parts:
              if input_context else config.global_batch_size)
     ratio = decode.decode_ratio(config, manifest)
     decoded_hw = decode.decoded_size(config, manifest, ratio)
+    if config.training and config.warp_from_frame and not decoded_hw:
+      raise ValueError(f"{config.data_dir}: warp_from_frame needs shards of one image size "
+                       "(manifest.json's image_shape), to warp every frame onto the same box")
     if config.on_bad_record == "skip":
       logging.warning("%s/%s: on_bad_record=skip: unreadable records and undecodable images "
                       "are dropped; an unreadable record also loses the rest of its shard "
@@ -263,9 +266,11 @@ def _train_batches(ds: tf.data.Dataset, parts: _Parts, skip_batches: int) -> tf.
   # One warp per batch: the resize from the decoded size (when batched at it), flip and
   # affine; then photometric ops and erasing.
   out_dtype = tf.as_dtype(config.output_dtype)
+  window = decode.warp_window(config, parts.decoded_hw)
   return tf.data.Dataset.zip((ds, _seeds(config.seed + 1).skip(skip_batches))).map(
       lambda example, seed: (decode.to_output_dtype(
-          augment(example[0], seed, config.augment, config.image_size), out_dtype), example[1]),
+          augment(example[0], seed, config.augment, config.image_size, window), out_dtype),
+          example[1]),
       num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
 
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.data.decode import crop_window
+from engine.data.device_augment import augment_on_device
 from engine.data.manifest import read_manifest, split_files
 from engine.data.pipeline import eval_records, make_dataset
 from engine.resolve import class_weights
@@ -258,3 +259,37 @@ def test_eval_on_shards_without_a_train_split(validation_only_dir, validation_on
     TASKS.get("identity").num_classes(manifest, "Male")
   with pytest.raises(ValueError, match=r"no split 'train'; has \['valid"):
     attribute.class_counts(manifest, "Male", "train")
+
+
+def test_warp_from_frame_cuts_the_box_and_zooms_out_onto_the_real_frame(celeba_shards):
+  """The 54x44 frames' box (18, 11, 18, 22) zoomed out 2x is rows 9-45, columns 0-44 of
+  the frame: real pixels, where the decoded-box path repeats the box's edges."""
+  box = (1 / 3, 0.25, 1 / 3, 0.5)
+  first = next(iter(tf.data.TFRecordDataset(os.path.join(
+      celeba_shards, read_manifest(celeba_shards)["splits"]["train"]["shards"][0]["file"]))))
+  full = tf.io.decode_jpeg(tf.io.parse_single_example(
+      first, {"image": tf.io.FixedLenFeature([], tf.string)})["image"], channels=3)
+
+  def first_image(augment, **kwargs):  # the first shard's first image (no shuffle: buffer 1)
+    config = InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
+                         shuffle_buffer=1, deterministic=True, augment=augment, cache="none",
+                         output_dtype="float32", augment_on="host", **kwargs)
+    return make_dataset(config).take(1).get_single_element()[0][0].numpy()
+
+  plain = first_image(AugmentConfig())
+  np.testing.assert_allclose(first_image(AugmentConfig(), warp_from_frame=True), plain, atol=1.0)
+  np.testing.assert_allclose(plain, tf.image.resize(full[18:36, 11:33], (12, 12)), atol=2.0)
+  zoom_out = AugmentConfig(zoom_range=(2.0, 2.0))
+  framed = first_image(zoom_out, warp_from_frame=True)
+  expected = tf.image.resize(full[9:45, 0:44], (12, 12)).numpy()
+  assert np.abs(framed - expected).max() <= 2.0
+  assert np.abs(first_image(zoom_out) - expected).mean() > 4 * np.abs(framed - expected).mean()
+  # The device path ships the whole frame and applies the same window.
+  device = InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
+                       shuffle_buffer=1, deterministic=True, augment=zoom_out, cache="none",
+                       output_dtype="float32", augment_on="device", warp_from_frame=True)
+  (pixels, params), _ = make_dataset(device).take(1).get_single_element()
+  assert pixels.shape[1:3] == (54, 44)
+  assert np.abs(augment_on_device((pixels, params), device)[0].numpy() - framed).max() <= 2.0
+  with pytest.raises(ValueError, match="warp_from_frame samples the stored frame around crop_box"):
+    make_dataset(InputConfig(celeba_shards, warp_from_frame=True))
