@@ -19,21 +19,29 @@ fold, and the validation split, is also scored re-framed: tighter chips, looser 
 shifts, tilts. Each fold's worst framing is its robustness score, and
 `select_by="worst_framing"` chooses the recipe by the fold mean of that worst point instead
 of the clean accuracy: robustness chosen on the training partition too, never on validation.
+
+A rerun resumes every run from its checkpoints and reuses every evaluation whose weights,
+shards and settings are unchanged (saved in the run directory as recipes_eval.json), so a
+candidate added to a finished table costs only its own runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import numpy as np
 
+from engine.atomic_write import atomic_write_json
 from engine.bench.latency import LatencyConfig, run_latency_benchmark
 from engine.config import ExperimentConfig
 from engine.data.folds import FoldConfig, write_identity_folds
+from engine.data.integrity import file_sha256
 from engine.eval import framing
 from engine.eval.evaluate import EvalConfig, evaluate
+from engine.run.restore import read_config, resolve_checkpoint
 from engine.train import train
 
 
@@ -108,12 +116,38 @@ def _variant(experiment: ExperimentConfig, backbone: str, model_dir: str,
       train=dataclasses.replace(experiment.train, model_dir=model_dir))
 
 
+# In each run directory: its evaluation report, with the weights, data and settings it is of.
+SAVED_EVALUATION = "recipes_eval.json"
+
+
 def _train_and_evaluate(experiment: ExperimentConfig,
                         framings: tuple[str, ...]) -> tuple[dict, dict]:
   summary = train(experiment)
-  report = evaluate(EvalConfig(experiment.train.model_dir, split=experiment.eval_split,
-                               framings=framings))
-  return summary, report
+  return summary, _evaluation(EvalConfig(experiment.train.model_dir, checkpoint="best",
+                                         split=experiment.eval_split, framings=framings))
+
+
+def _evaluation(config: EvalConfig) -> dict:
+  """evaluate(config) of a run's best weights, or the report a previous run of the table
+  saved for the same weights file (SHA-256), the same shards (manifest.json's SHA-256, which
+  lists every shard's) and the same settings: a rerun that adds a candidate re-scores
+  nothing else."""
+  _, weights = resolve_checkpoint(config.model_dir, config.checkpoint)  # "best": one file
+  key = {"eval": json.loads(json.dumps(dataclasses.asdict(config))),
+         "weights_sha256": file_sha256(weights),
+         "manifest_sha256": file_sha256(os.path.join(
+             read_config(config.model_dir).input.data_dir, "manifest.json"))}
+  path = os.path.join(config.model_dir, SAVED_EVALUATION)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("key") == key:
+      logging.info("%s: reused, saved for these weights (SHA-256 %s...), shards and settings",
+                   path, key["weights_sha256"][:12])
+      return saved["report"]
+  report = evaluate(config)
+  atomic_write_json(path, {"key": key, "report": report})
+  return report
 
 
 def _worst_framing(report: dict) -> dict | None:
@@ -271,8 +305,7 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
               "framings": list(config.framings), "select_by": config.select_by,
               "markdown": markdown_table(rows, bool(config.framings))}
     if config.output_json:
-      with open(config.output_json, "w") as f:
-        json.dump(report, f, indent=2)
+      atomic_write_json(config.output_json, report)
     return report
 
   if config.cv_folds:

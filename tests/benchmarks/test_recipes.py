@@ -5,16 +5,20 @@ import json
 
 import pytest
 
+from engine.bench import recipes
 from engine.bench.recipes import RecipeTableConfig, best_candidate, candidates, run_recipe_table
+from engine.run.restore import load_model
 from tests.engine.train.conftest import tiny_experiment
 
 
-def test_one_row_per_backbone_with_accuracy_time_and_latency(celeba_shards, tmp_path):
+def test_one_row_per_backbone_with_accuracy_time_and_latency(celeba_shards, tmp_path,
+                                                             monkeypatch):
   out = tmp_path / "recipes.json"
-  report = run_recipe_table(RecipeTableConfig(
+  config = RecipeTableConfig(
       tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=2),
       backbones=("tiny_resnet",), work_dir=str(tmp_path / "runs"), latency_iterations=3,
-      output_json=str(out)))
+      output_json=str(out))
+  report = run_recipe_table(config)
   (row,) = report["rows"]
   assert row["backbone"] == "tiny_resnet" and row["epochs"] == 2
   assert 0.5 <= row["val_accuracy"] <= 1.0 and 0.0 <= row["val_f1_macro"] <= 1.0
@@ -23,6 +27,20 @@ def test_one_row_per_backbone_with_accuracy_time_and_latency(celeba_shards, tmp_
   assert row["latency_p50_ms"] > 0
   assert "| tiny_resnet |" in report["markdown"]
   assert json.loads(out.read_text())["rows"][0]["model_dir"].endswith("tiny_resnet")
+
+  # A rerun reuses the evaluation of the same weights, shards and settings, and only that.
+  calls = []
+  real_evaluate = recipes.evaluate
+  monkeypatch.setattr(recipes, "evaluate", lambda c: calls.append(c) or real_evaluate(c))
+  assert run_recipe_table(config)["rows"][0]["val_accuracy"] == row["val_accuracy"]
+  assert not calls
+  model, _, source = load_model(row["model_dir"])  # other weights in the same file
+  model.set_weights([w * 0.5 for w in model.get_weights()])
+  model.save_weights(source.path)
+  run_recipe_table(config)
+  assert len(calls) == 1
+  run_recipe_table(dataclasses.replace(config, framings=("clean",)))  # other settings
+  assert len(calls) == 2 and calls[1].framings == ("clean",)
 
 
 def test_cross_validation_then_validation_of_only_the_best_variant(
