@@ -265,20 +265,25 @@ def test_warp_from_frame_cuts_the_box_and_zooms_out_onto_the_real_frame(celeba_s
   """The 54x44 frames' box (18, 11, 18, 22) zoomed out 2x is rows 9-45, columns 0-44 of
   the frame: real pixels, where the decoded-box path repeats the box's edges."""
   box = (1 / 3, 0.25, 1 / 3, 0.5)
-  first = next(iter(tf.data.TFRecordDataset(os.path.join(
-      celeba_shards, read_manifest(celeba_shards)["splits"]["train"]["shards"][0]["file"]))))
-  full = tf.io.decode_jpeg(tf.io.parse_single_example(
-      first, {"image": tf.io.FixedLenFeature([], tf.string)})["image"], channels=3)
 
-  def first_image(augment, **kwargs):  # the first shard's first image (no shuffle: buffer 1)
+  def first_image(augment, **kwargs):  # the pipeline's first image (the same every time)
     config = InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
                          shuffle_buffer=1, deterministic=True, augment=augment, cache="none",
                          output_dtype="float32", augment_on="host", **kwargs)
     return make_dataset(config).take(1).get_single_element()[0][0].numpy()
 
   plain = first_image(AugmentConfig())
+  # Which training frame that is: the one whose box, resized, it is.
+  files = [os.path.join(celeba_shards, s["file"])
+           for s in read_manifest(celeba_shards)["splits"]["train"]["shards"]]
+  frames = [tf.io.decode_jpeg(tf.io.parse_single_example(
+      r, {"image": tf.io.FixedLenFeature([], tf.string)})["image"], channels=3)
+      for r in tf.data.TFRecordDataset(files)]
+  errors = [np.abs(tf.image.resize(f[18:36, 11:33], (12, 12)).numpy() - plain).max()
+            for f in frames]
+  full = frames[int(np.argmin(errors))]
+  assert min(errors) <= 2.0 and sorted(errors)[1] > 20  # one frame, unambiguously
   np.testing.assert_allclose(first_image(AugmentConfig(), warp_from_frame=True), plain, atol=1.0)
-  np.testing.assert_allclose(plain, tf.image.resize(full[18:36, 11:33], (12, 12)), atol=2.0)
   zoom_out = AugmentConfig(zoom_range=(2.0, 2.0))
   framed = first_image(zoom_out, warp_from_frame=True)
   expected = tf.image.resize(full[9:45, 0:44], (12, 12)).numpy()
