@@ -41,7 +41,7 @@ from engine.data.folds import FoldConfig, write_identity_folds
 from engine.data.integrity import file_sha256
 from engine.eval import framing
 from engine.eval.evaluate import EvalConfig, evaluate
-from engine.run.restore import read_config, resolve_checkpoint
+from engine.run.restore import resolve_checkpoint
 from engine.train import train
 
 
@@ -124,19 +124,19 @@ def _train_and_evaluate(experiment: ExperimentConfig,
                         framings: tuple[str, ...]) -> tuple[dict, dict]:
   summary = train(experiment)
   return summary, _evaluation(EvalConfig(experiment.train.model_dir, checkpoint="best",
-                                         split=experiment.eval_split, framings=framings))
+                                         split=experiment.eval_split, framings=framings),
+                               experiment.input.data_dir)
 
 
-def _evaluation(config: EvalConfig) -> dict:
+def _evaluation(config: EvalConfig, data_dir: str) -> dict:
   """evaluate(config) of a run's best weights, or the report a previous run of the table
   saved for the same weights file (SHA-256), the same shards (manifest.json's SHA-256, which
   lists every shard's) and the same settings: a rerun that adds a candidate re-scores
-  nothing else."""
+  nothing else. `data_dir`: the run's shards, which `config` (data_dir None) evaluates."""
   _, weights = resolve_checkpoint(config.model_dir, config.checkpoint)  # "best": one file
   key = {"eval": json.loads(json.dumps(dataclasses.asdict(config))),
          "weights_sha256": file_sha256(weights),
-         "manifest_sha256": file_sha256(os.path.join(
-             read_config(config.model_dir).input.data_dir, "manifest.json"))}
+         "manifest_sha256": file_sha256(os.path.join(data_dir, "manifest.json"))}
   path = os.path.join(config.model_dir, SAVED_EVALUATION)
   if os.path.exists(path):
     with open(path) as f:

@@ -35,13 +35,13 @@ def crop_window(image_shape, crop_box) -> tf.Tensor:
   return tf.maximum(tf.cast(window, tf.int32), [0, 0, 1, 1])
 
 
-def _from_frame(config: InputConfig) -> bool:
+def warps_from_frame(config: InputConfig) -> bool:
   """Training warps from the whole stored frame onto the crop box (`warp_from_frame`)."""
   return config.training and config.warp_from_frame and config.crop_box is not None
 
 
 def decode_jpeg(encoded, config: InputConfig, ratio: int):
-  if config.crop_box is not None and not _from_frame(config):  # fused: only the box is decoded
+  if config.crop_box is not None and not warps_from_frame(config):  # fused: decodes the box only
     window = crop_window(tf.image.extract_jpeg_shape(encoded), config.crop_box)
     return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
   return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
@@ -79,7 +79,7 @@ def decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int, 
   shape = manifest.get("image_shape")
   if not config.training or not shape or config.augment.random_resized_crop:
     return None
-  if config.crop_box is not None and not _from_frame(config):
+  if config.crop_box is not None and not warps_from_frame(config):
     return tuple(_static_crop_window(shape, config.crop_box)[2:])
   return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
 
@@ -93,7 +93,7 @@ def warp_window(config: InputConfig, decoded_hw) -> tuple[int, int, int, int] | 
   """The crop box's [top, left, height, width] in the decoded training frame, which the
   augmentation warp maps its output onto, with `warp_from_frame`; None when the decoded
   image is the crop (or the whole image) already."""
-  if not _from_frame(config):
+  if not warps_from_frame(config):
     return None
   return _static_crop_window(tuple(decoded_hw), config.crop_box)
 

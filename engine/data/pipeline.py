@@ -197,7 +197,7 @@ class _Parts:
              if input_context else config.global_batch_size)
     ratio = decode.decode_ratio(config, manifest)
     decoded_hw = decode.decoded_size(config, manifest, ratio)
-    if config.training and config.warp_from_frame and not decoded_hw:
+    if decode.warps_from_frame(config) and not decoded_hw:
       raise ValueError(f"{config.data_dir}: warp_from_frame needs shards of one image size "
                        "(manifest.json's image_shape), to warp every frame onto the same box")
     if config.on_bad_record == "skip":
