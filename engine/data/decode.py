@@ -40,8 +40,13 @@ def warps_from_frame(config: InputConfig) -> bool:
   return config.training and config.warp_from_frame and config.crop_box is not None
 
 
+def _decodes_box_only(config: InputConfig) -> bool:
+  """The decoder cuts the crop box (fused), unless training warps from the whole frame."""
+  return config.crop_box is not None and not warps_from_frame(config)
+
+
 def decode_jpeg(encoded, config: InputConfig, ratio: int):
-  if config.crop_box is not None and not warps_from_frame(config):  # fused: decodes the box only
+  if _decodes_box_only(config):  # fused: only the box is decoded
     window = crop_window(tf.image.extract_jpeg_shape(encoded), config.crop_box)
     return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
   return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
@@ -79,13 +84,15 @@ def decoded_size(config: InputConfig, manifest: dict, ratio: int) -> tuple[int, 
   shape = manifest.get("image_shape")
   if not config.training or not shape or config.augment.random_resized_crop:
     return None
-  if config.crop_box is not None and not warps_from_frame(config):
-    return tuple(_static_crop_window(shape, config.crop_box)[2:])
+  if _decodes_box_only(config):
+    return tuple(static_crop_window(shape, config.crop_box)[2:])
   return -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up
 
 
-def _static_crop_window(shape, crop_box) -> tuple[int, int, int, int]:
-  with tf.init_scope():  # the same rounding as the in-graph crop, computed once
+def static_crop_window(shape, crop_box) -> tuple[int, int, int, int]:
+  """`crop_window` of a known image shape as Python ints, computed once (also while a
+  tf.function or a tf.data map is being traced)."""
+  with tf.init_scope():  # the same rounding as the in-graph crop
     return tuple(int(v) for v in crop_window(shape, crop_box).numpy())
 
 
@@ -95,7 +102,7 @@ def warp_window(config: InputConfig, decoded_hw) -> tuple[int, int, int, int] | 
   image is the crop (or the whole image) already."""
   if not warps_from_frame(config):
     return None
-  return _static_crop_window(tuple(decoded_hw), config.crop_box)
+  return static_crop_window(tuple(decoded_hw), config.crop_box)
 
 
 def to_output_dtype(image, dtype: tf.DType):

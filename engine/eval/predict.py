@@ -37,7 +37,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensorboard
 
 from engine.data import schema
-from engine.data.decode import crop_and_resize_fn, crop_window
+from engine.data.decode import crop_and_resize_fn, static_crop_window
 from engine.data.manifest import read_manifest
 from engine.config import ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
@@ -287,8 +287,8 @@ class _Framer:
                crop_box: tuple[float, ...] | None = None):
     self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
     # the pixels of the aligned frame the model reads, cut as the input pipeline cuts them
-    self._window = None if crop_box is None else tuple(
-        int(v) for v in crop_window(faces.CELEBA_CROP_SIZE, crop_box).numpy())
+    self._window = None if crop_box is None else static_crop_window(faces.CELEBA_CROP_SIZE,
+                                                                    crop_box)
     self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0}
 
   def describe(self) -> str:

@@ -266,11 +266,13 @@ def test_warp_from_frame_cuts_the_box_and_zooms_out_onto_the_real_frame(celeba_s
   the frame: real pixels, where the decoded-box path repeats the box's edges."""
   box = (1 / 3, 0.25, 1 / 3, 0.5)
 
+  def config(augment, augment_on="host", **kwargs):
+    return InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
+                       shuffle_buffer=1, deterministic=True, augment=augment, cache="none",
+                       output_dtype="float32", augment_on=augment_on, **kwargs)
+
   def first_image(augment, **kwargs):  # the pipeline's first image (the same every time)
-    config = InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
-                         shuffle_buffer=1, deterministic=True, augment=augment, cache="none",
-                         output_dtype="float32", augment_on="host", **kwargs)
-    return make_dataset(config).take(1).get_single_element()[0][0].numpy()
+    return make_dataset(config(augment, **kwargs)).take(1).get_single_element()[0][0].numpy()
 
   plain = first_image(AugmentConfig())
   # Which training frame that is: the one whose box, resized, it is.
@@ -290,9 +292,7 @@ def test_warp_from_frame_cuts_the_box_and_zooms_out_onto_the_real_frame(celeba_s
   assert np.abs(framed - expected).max() <= 2.0
   assert np.abs(first_image(zoom_out) - expected).mean() > 4 * np.abs(framed - expected).mean()
   # The device path ships the whole frame and applies the same window.
-  device = InputConfig(celeba_shards, image_size=(12, 12), global_batch_size=1, crop_box=box,
-                       shuffle_buffer=1, deterministic=True, augment=zoom_out, cache="none",
-                       output_dtype="float32", augment_on="device", warp_from_frame=True)
+  device = config(zoom_out, augment_on="device", warp_from_frame=True)
   (pixels, params), _ = make_dataset(device).take(1).get_single_element()
   assert pixels.shape[1:3] == (54, 44)
   assert np.abs(augment_on_device((pixels, params), device)[0].numpy() - framed).max() <= 2.0
