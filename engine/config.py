@@ -22,6 +22,10 @@ OUTPUT_DTYPES = ("uint8", "float32", "bfloat16", "float16")
 BAD_RECORD_POLICIES = ("error", "skip")
 AUGMENT_PLACES = ("auto", "host", "device")
 SHARD_CHECKS = ("fast", "full", "off")  # see integrity.verify_shards
+# launch.predict refuses larger images from their header, before decoding: 80 MP is 240 MB
+# as RGB uint8. Above every common camera (61 MP full frame, 64 MP phones), under Pillow's
+# decompression-bomb warning (89.5 MP).
+MAX_IMAGE_PIXELS = 80_000_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from engine.eval.export import FORMATS, export
+from engine.eval.artifact import FORMATS  # no TensorFlow: a flag error answers at once
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required")
+  from engine.eval.export import export  # TensorFlow starts after the flags
   print(export(_MODEL_DIR.value, _FORMAT.value, _OUTPUT.value, _CHECKPOINT.value,
                tuple(_CHECK_IMAGES.value) if _CHECK_IMAGES.value else None))
 

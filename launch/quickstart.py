@@ -17,10 +17,6 @@ import os
 
 from absl import app, flags, logging
 
-from engine.data.sharding import ShardConfig, shard_dataset
-from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
-from engine.eval.evaluate import EvalConfig, evaluate
-from engine.train.strategy import check_machine
 from launch import experiment_flags, usage
 from launch.train import train_or_fail
 
@@ -48,6 +44,11 @@ def main(argv: list[str]) -> None:
   if _WORK_DIR.value:
     FLAGS.data_dir = os.path.join(_WORK_DIR.value, "shards")
     FLAGS.model_dir = os.path.join(_WORK_DIR.value, "model")
+  # TensorFlow starts here, after the flags are valid.
+  from engine.data.sharding import ShardConfig, shard_dataset
+  from engine.data.synthetic import SyntheticConfig, write_synthetic_celeba
+  from engine.eval.evaluate import EvalConfig, evaluate
+  from engine.train.strategy import check_machine
   try:
     config = experiment_flags.experiment_config_from_flags()
     check_machine(config.train)  # before any data is written

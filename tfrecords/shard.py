@@ -16,7 +16,6 @@ import os
 
 from absl import app, flags
 
-from engine.data.sharding import ShardConfig, ShardingError, shard_dataset
 from launch import usage
 
 _SOURCE = flags.DEFINE_enum("source", "celeba", ["celeba", "folder"], "Input format.")
@@ -37,7 +36,7 @@ _ON_BAD_IMAGE = flags.DEFINE_enum("on_bad_image", "error", ["error", "skip"],
                                   "Stop on a bad image, or skip it and report it.")
 
 
-def _config() -> ShardConfig:
+def _config():
   if not _DATA_DIR.value or not _OUTPUT_DIR.value:
     raise app.UsageError("--data_dir and --output_dir are required")
   if not os.path.isdir(_DATA_DIR.value):
@@ -46,6 +45,7 @@ def _config() -> ShardConfig:
     size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
   except ValueError:
     raise app.UsageError(f"--image_size must be H,W integers, got {_IMAGE_SIZE.value}") from None
+  from engine.data.sharding import ShardConfig  # TensorFlow starts after the flags
   return ShardConfig(
       source=_SOURCE.value, data_dir=_DATA_DIR.value, output_dir=_OUTPUT_DIR.value,
       num_shards=_NUM_SHARDS.value, target_shard_mb=_TARGET_SHARD_MB.value, image_size=size,
@@ -58,6 +58,7 @@ def _config() -> ShardConfig:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from engine.data.sharding import ShardingError, shard_dataset
   try:
     config = _config().validate()
   except ShardingError as e:  # contradictory or out-of-range options

@@ -29,6 +29,7 @@ import numpy as np
 # Precisions each format's runtime can be asked for; float32 first.
 PRECISIONS = {"keras": ("float32",), "saved_model": ("float32",), "tflite": ("float32",),
               "onnx": ("float32",), "openvino": ("float32", "bfloat16")}
+FORMATS = tuple(PRECISIONS)  # what launch.export writes
 _OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 DEPLOY_EXTRA_HINT = "pip install 'facetrain[deploy]' (or pip install -e '.[deploy]')"
 

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.eval.artifact import PRECISIONS, import_runtime, labels_path
+from engine.eval.artifact import FORMATS, PRECISIONS, import_runtime, labels_path
 from engine.eval.export_check import batched_logits, check_artifact, reference_images
 from engine.eval.predict import run_class_names, run_frame_size
 from engine.tasks import TASKS, Task
@@ -49,7 +49,6 @@ from engine.models.preprocessing import Preprocess
 from engine.config import ExperimentConfig
 from engine.run.restore import CheckpointSource, load_model
 
-FORMATS = tuple(PRECISIONS)
 _DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
                   "onnx": "model.onnx", "openvino": "openvino/model.xml"}
 _ONNX_OPSET = 17

@@ -39,7 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError  # installed with tensor
 from engine.data import schema
 from engine.data.decode import crop_and_resize_fn, static_crop_window
 from engine.data.manifest import read_manifest
-from engine.config import ExperimentConfig
+from engine.config import MAX_IMAGE_PIXELS, ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
 from engine.eval.artifact import load_runner, read_metadata
@@ -48,10 +48,6 @@ from engine.tasks import TASKS, Task
 from engine.run.restore import load_model
 
 OUTPUT_FORMATS = (".csv", ".json")
-# Larger images are refused from their header, before decoding: 80 MP is 240 MB as RGB
-# uint8. Above every common camera (61 MP full frame, 64 MP phones), under Pillow's
-# decompression-bomb warning (89.5 MP).
-MAX_IMAGE_PIXELS = 80_000_000
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
