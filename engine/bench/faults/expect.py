@@ -58,7 +58,8 @@ def latest_loads(workspace: Workspace, checks: Checks, model_dir: str, step: int
 
 def resume_equals_reference(workspace: Workspace, checks: Checks,
                             model_dir: str) -> ProcessResult:
-  """The plain training command, rerun, resumes and ends with the reference's weights."""
+  """The plain training command, rerun, resumes and ends with the reference's weights, best
+  checkpoint and images trained; its timing counts the interrupted processes too."""
   result = workspace.run(workspace.train_command(model_dir))
   summary = read_json(os.path.join(model_dir, "summary.json")) or {}
   if not checks.expect(result.returncode == 0, f"the rerun finishes (exit {result.returncode})"):
@@ -69,6 +70,14 @@ def resume_equals_reference(workspace: Workspace, checks: Checks,
                 "final weights_sha256 equals the uninterrupted run's "
                 f"({str(summary.get('weights_sha256'))[:12]} vs "
                 f"{workspace.reference.weights_sha256[:12]})")
+  reference = workspace.reference.summary
+  checks.expect(summary.get("best") == reference["best"],
+                f"the same best checkpoint ({summary.get('best')} vs {reference['best']})")
+  checks.expect(summary.get("images") == reference["images"],
+                f"each image trained once: {summary.get('images')} images, as uninterrupted")
+  checks.expect((summary.get("processes") or 0) >= 2
+                and summary["wall_seconds"] > summary["this_process_wall_seconds"],
+                f"the timing sums every process ({summary.get('processes')} processes)")
   return result
 
 

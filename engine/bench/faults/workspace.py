@@ -20,9 +20,11 @@ from engine.bench.faults import process
 from engine.bench.faults.process import ProcessResult, Watched
 
 CHECKPOINT_EVERY = 2
+# Random augmentation, an EMA and a schedule: state an exact resume has to restore.
 TRAIN_FLAGS = ("--backbone=tiny_resnet", "--image_size=32", "--batch_size=8", "--epochs=2",
                "--precision=float32", "--learning_rate=3e-3", "--deterministic",
-               "--steps_per_loop=1", "--log_every=1", f"--checkpoint_every={CHECKPOINT_EVERY}")
+               "--steps_per_loop=1", "--log_every=1", f"--checkpoint_every={CHECKPOINT_EVERY}",
+               "--flip", "--rotation=10", "--zoom=0.1", "--ema_decay=0.9", "--schedule=cosine")
 TRAIN_SHARDS = 4
 
 
@@ -50,12 +52,14 @@ class FaultsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceRun:
-  """The uninterrupted run: its directory, final weights' SHA-256, steps and the process."""
+  """The uninterrupted run: its directory, final weights' SHA-256, steps, the process and
+  its summary.json."""
 
   model_dir: str
   weights_sha256: str
   total_steps: int
   result: ProcessResult
+  summary: dict
 
 
 class Workspace:
@@ -112,7 +116,8 @@ class Workspace:
     summary = read_json(os.path.join(model_dir, "summary.json"))
     if result.returncode != 0 or not summary:
       raise RuntimeError(f"the reference run failed:\n{result.describe()}")
-    return ReferenceRun(model_dir, summary["weights_sha256"], summary["total_steps"], result)
+    return ReferenceRun(model_dir, summary["weights_sha256"], summary["total_steps"], result,
+                        summary)
 
   def fresh_dir(self, name: str) -> str:
     """root/name, emptied (a rerun of the campaign into the same work_dir starts clean)."""
