@@ -27,10 +27,14 @@ _TF_NATIVE_LOG = re.compile(r"^([IWEF]0000 00:00:|WARNING: All log messages befo
                             r"InitializeLog\(\)|To enable the following instructions:)")
 
 
-def run(module: str, *args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=300,
+def _python(*args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                        timeout=300,
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+
+
+def run(module: str, *args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
+  return _python("-m", module, *args, cwd=cwd)
 
 
 # `python -m MODULE ARGS`, then whether TensorFlow was imported, as the last line of stdout.
@@ -44,9 +48,7 @@ finally:
 
 
 def run_reporting_tensorflow(module: str, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-c", _RUN_REPORTING_TENSORFLOW, module, *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  return _python("-c", _RUN_REPORTING_TENSORFLOW, module, *args)
 
 
 def our_stderr(result: subprocess.CompletedProcess) -> list[str]:
