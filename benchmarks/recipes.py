@@ -22,6 +22,9 @@ candidate, on that backbone. --framings=standard also scores every held-out fold
 validation split re-framed (tight chips, loose frames, shifts, tilts), and
 --select_by=worst_framing chooses the recipe by the folds' worst framing instead of their
 clean accuracy.
+
+SIGTERM stops the table: the running fold saves its checkpoint, nothing half-trained is
+scored, the command exits 1 naming the run, and rerunning it resumes.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import shlex
 
 from absl import app, flags
 
-from engine.bench.recipes import RecipeTableConfig, run_recipe_table
-from launch import experiment_flags
+from engine.bench.recipes import RecipeTableConfig, SweepStopped, run_recipe_table
+from launch import experiment_flags, usage
 
 _BACKBONES = flags.DEFINE_list("backbones", ["resnet18"], "Backbones to train, one row each.")
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/recipes", "One run directory per backbone here.")
@@ -67,10 +70,14 @@ def _variants() -> tuple:
 
 def main(argv: list[str]) -> None:
   del argv
-  report = run_recipe_table(RecipeTableConfig(
-      experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value), _WORK_DIR.value,
-      _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value, _CV_SEED.value,
-      _variants(), _VALIDATE.value, tuple(_FRAMINGS.value), _SELECT_BY.value))
+  try:
+    report = run_recipe_table(RecipeTableConfig(
+        experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value),
+        _WORK_DIR.value, _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value,
+        _CV_SEED.value, _variants(), _VALIDATE.value, tuple(_FRAMINGS.value),
+        _SELECT_BY.value))
+  except SweepStopped as e:
+    usage.fail(e, usage.EXIT_FAILED)
   print(report["markdown"])
 
 

@@ -120,9 +120,19 @@ def _variant(experiment: ExperimentConfig, backbone: str, model_dir: str,
 SAVED_EVALUATION = "recipes_eval.json"
 
 
+class SweepStopped(RuntimeError):
+  """A run of the table stopped on SIGTERM (saved, resumable): the table stops with it,
+  instead of scoring a half-trained run and going on to the next one."""
+
+
 def _train_and_evaluate(experiment: ExperimentConfig,
                         framings: tuple[str, ...]) -> tuple[dict, dict]:
   summary = train(experiment)
+  if summary["stopped_by"] == "SIGTERM":
+    raise SweepStopped(
+        f"{experiment.train.model_dir}: stopped by SIGTERM at step {summary['step']} of "
+        f"{summary['total_steps']} (checkpoint saved); the table stops here with what "
+        "finished. Rerun the same command to resume")
   return summary, _evaluation(EvalConfig(experiment.train.model_dir, checkpoint="best",
                                          split=experiment.eval_split, framings=framings),
                                experiment.input.data_dir)

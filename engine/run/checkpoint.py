@@ -73,6 +73,7 @@ class RunCheckpoint:
     self.checkpoint = tf.train.Checkpoint(**items)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
     self._stop_requested = False
+    self._previous_sigterm = None
 
   def restore(self) -> dict:
     """Restores the newest checkpoint, if any; returns the saved hook state."""
@@ -120,12 +121,20 @@ class RunCheckpoint:
     return self._stop_requested
 
   def handle_sigterm(self) -> None:
-    """On SIGTERM: finish the current loop, save, and stop (the loop polls stop_requested)."""
+    """On SIGTERM: finish the current loop, save, and stop (the loop polls stop_requested).
+    Until `restore_sigterm`: a process that goes on after training (a sweep's evaluation,
+    the next run) must not swallow a SIGTERM meant for it."""
     def handler(signum, frame):
       del frame
       logging.warning("signal %d: saving a checkpoint and stopping", signum)
       self._stop_requested = True
-    signal.signal(signal.SIGTERM, handler)
+    self._previous_sigterm = signal.signal(signal.SIGTERM, handler)
+
+  def restore_sigterm(self) -> None:
+    """Puts back the SIGTERM handler `handle_sigterm` replaced."""
+    if self._previous_sigterm is not None:
+      signal.signal(signal.SIGTERM, self._previous_sigterm)
+      self._previous_sigterm = None
 
 
 def remove_worker_directory(path: str) -> None:

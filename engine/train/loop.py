@@ -173,6 +173,7 @@ def _train(run: _Run, started: float) -> dict:
         logging.info("stopping at step %d: %s", step, stopped_by)
         break
   finally:
+    run.checkpoint.restore_sigterm()
     chunk.sampler.stop()
     summaries.stop_profile()
     summaries.flush()

@@ -2,11 +2,16 @@
 
 import dataclasses
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 
 from engine.bench import recipes
-from engine.bench.recipes import RecipeTableConfig, best_candidate, candidates, run_recipe_table
+from engine.bench.recipes import (RecipeTableConfig, SweepStopped, best_candidate, candidates,
+                                  run_recipe_table)
 from engine.run.restore import load_model
 from tests.engine.train.conftest import tiny_experiment
 
@@ -78,6 +83,39 @@ def test_cross_validation_then_validation_of_only_the_best_variant(
       sum(f["worst_framing"]["accuracy"] for f in cv["folds"]) / 2)
   assert winner["val_worst_framing"]["accuracy"] <= winner["val_accuracy"] + 1e-9
   assert "worst framing: cross-validated / val" in report["markdown"]
+
+
+def test_sigterm_stops_the_table_instead_of_scoring_a_half_run_and_going_on(
+    celeba_shards, tmp_path, monkeypatch):
+  received = []
+  ours = lambda signum, frame: received.append(signum)  # a stray SIGTERM must not end pytest
+  previous = signal.signal(signal.SIGTERM, ours)
+  real_train = recipes.train
+
+  def train_and_terminate(experiment):
+    def send_once_the_trainer_listens():
+      deadline = time.monotonic() + 60
+      while signal.getsignal(signal.SIGTERM) is ours and time.monotonic() < deadline:
+        time.sleep(0.005)
+      os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=send_once_the_trainer_listens, daemon=True).start()
+    return real_train(experiment)
+
+  monkeypatch.setattr(recipes, "train", train_and_terminate)
+  out = tmp_path / "recipes.json"
+  try:
+    with pytest.raises(SweepStopped, match=r"tiny_resnet: stopped by SIGTERM at step 4 of 24"):
+      run_recipe_table(RecipeTableConfig(
+          tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=2),
+          backbones=("tiny_resnet", "tiny_vgg"), work_dir=str(tmp_path / "runs"),
+          output_json=str(out)))
+    # The trainer gave the process its handler back: the next SIGTERM is not swallowed.
+    assert signal.getsignal(signal.SIGTERM) is ours and not received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  run = tmp_path / "runs" / "tiny_resnet"
+  assert (run / "checkpoints").is_dir() and not (run / recipes.SAVED_EVALUATION).exists()
+  assert not (tmp_path / "runs" / "tiny_vgg").exists() and not out.exists()
 
 
 def test_validate_best_without_cross_validation_is_refused(celeba_shards, tmp_path):
