@@ -24,6 +24,7 @@ from engine.models import build_model
 from engine.models.builder import variables_by_name
 from engine.models.matmul_conv import MatmulGradConv2D
 from engine.run.checkpoint import EMA_KEY, MODEL_KEY
+from engine.run.locate import read_config, resolve_checkpoint  # noqa: F401 (callers' import)
 from engine.config import ExperimentConfig
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -49,14 +50,6 @@ class CheckpointSource:
   path: str
   step: int | None
   ema: bool
-
-
-def read_config(model_dir: str) -> ExperimentConfig:
-  path = os.path.join(model_dir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: missing; is {model_dir} a training run directory?")
-  with open(path) as f:
-    return ExperimentConfig.from_dict(json.load(f))
 
 
 def load_model(model_dir: str, checkpoint: str = "best"
@@ -85,40 +78,6 @@ def load_model(model_dir: str, checkpoint: str = "best"
     step, ema = _restore_by_name(model, path)
     source = CheckpointSource(path, step, ema)
   return model, config, source
-
-
-def resolve_checkpoint(model_dir: str, checkpoint: str) -> tuple[str, str]:
-  """("h5", file) or ("tf", prefix) for a checkpoint named as `load_model` accepts."""
-  checkpoints_dir = os.path.join(model_dir, "checkpoints")
-  if checkpoint == "best":
-    path = os.path.join(model_dir, "best", "model.weights.h5")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path}: no best checkpoint yet (it is written after the first "
-                              f"evaluation); {_available(checkpoints_dir)}")
-    return "h5", path
-  if checkpoint.endswith(".weights.h5"):
-    if not os.path.exists(checkpoint):
-      raise FileNotFoundError(f"{checkpoint}: weights file not found")
-    return "h5", checkpoint
-  if checkpoint == "latest":
-    prefix = tf.train.latest_checkpoint(checkpoints_dir)
-    if not prefix:
-      raise FileNotFoundError(f"{checkpoints_dir}: no training checkpoint yet")
-    return "tf", prefix
-  prefix = (os.path.join(checkpoints_dir, f"ckpt-{checkpoint}") if checkpoint.isdigit()
-            else checkpoint)
-  if not tf.io.gfile.exists(f"{prefix}.index"):
-    raise FileNotFoundError(f"{prefix}: no such checkpoint ({prefix}.index is missing); "
-                            f"{_available(checkpoints_dir)}")
-  return "tf", prefix
-
-
-def _available(checkpoints_dir: str) -> str:
-  """What a user could name instead, for an error message."""
-  state = tf.train.get_checkpoint_state(checkpoints_dir)
-  steps = [p.rsplit("-", 1)[-1] for p in state.all_model_checkpoint_paths] if state else []
-  return (f"checkpoints kept: steps {', '.join(steps)} (or 'latest')" if steps
-          else f"{checkpoints_dir} holds no training checkpoint")
 
 
 def _best_step(model_dir: str, path: str) -> int | None:
