@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from engine.eval import preflight  # no TensorFlow: mistakes answer at once
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory (required).")
@@ -44,7 +45,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required")
-  from engine.eval.evaluate import EvalConfig, evaluate  # TensorFlow starts after the flags
+  preflight.check_evaluation(_MODEL_DIR.value, _CHECKPOINT.value, _DATA_DIR.value, _SPLIT.value)
+  from engine.eval.evaluate import EvalConfig, evaluate  # TensorFlow starts after the checks
   evaluate(EvalConfig(model_dir=_MODEL_DIR.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
                       checkpoint=_CHECKPOINT.value, batch_size=_BATCH_SIZE.value,
                       output_json=_OUTPUT_JSON.value, flip_tta=_FLIP_TTA.value,

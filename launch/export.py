@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from engine.eval.artifact import FORMATS  # no TensorFlow: a flag error answers at once
+from engine.eval import preflight  # no TensorFlow: mistakes answer at once
+from engine.eval.artifact import FORMATS
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
@@ -35,7 +36,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required")
-  from engine.eval.export import export  # TensorFlow starts after the flags
+  preflight.check_export(_MODEL_DIR.value, _CHECKPOINT.value, _FORMAT.value, _OUTPUT.value)
+  from engine.eval.export import export  # TensorFlow starts after the checks
   print(export(_MODEL_DIR.value, _FORMAT.value, _OUTPUT.value, _CHECKPOINT.value,
                tuple(_CHECK_IMAGES.value) if _CHECK_IMAGES.value else None))
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from engine.config import MAX_IMAGE_PIXELS  # no TensorFlow: a flag error answers at once
+from engine.config import MAX_IMAGE_PIXELS  # no TensorFlow: mistakes answer at once
+from engine.eval import preflight
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory.")
@@ -63,7 +64,8 @@ def main(argv: list[str]) -> int:
     raise app.UsageError("give one or more image files or folders")
   if _ALIGNED.value and _DETECT_FACES.value:
     raise app.UsageError("--aligned and --detect_faces contradict each other")
-  from engine.eval.predict import PredictConfig, predict  # TensorFlow starts after the flags
+  preflight.check_prediction(_MODEL_DIR.value, _CHECKPOINT.value, _OUTPUT.value)
+  from engine.eval.predict import PredictConfig, predict  # TensorFlow starts after the checks
   results = predict(PredictConfig(
       model_dir=_MODEL_DIR.value, inputs=inputs, checkpoint=_CHECKPOINT.value,
       batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, flip_tta=_FLIP_TTA.value,

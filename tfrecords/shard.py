@@ -16,6 +16,7 @@ import os
 
 from absl import app, flags
 
+from engine.data.sharding import ShardConfig, ShardingError  # no TensorFlow: flags answer at once
 from launch import usage
 
 _SOURCE = flags.DEFINE_enum("source", "celeba", ["celeba", "folder"], "Input format.")
@@ -45,7 +46,6 @@ def _config():
     size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
   except ValueError:
     raise app.UsageError(f"--image_size must be H,W integers, got {_IMAGE_SIZE.value}") from None
-  from engine.data.sharding import ShardConfig  # TensorFlow starts after the flags
   return ShardConfig(
       source=_SOURCE.value, data_dir=_DATA_DIR.value, output_dir=_OUTPUT_DIR.value,
       num_shards=_NUM_SHARDS.value, target_shard_mb=_TARGET_SHARD_MB.value, image_size=size,
@@ -58,11 +58,11 @@ def _config():
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from engine.data.sharding import ShardingError, shard_dataset
   try:
     config = _config().validate()
   except ShardingError as e:  # contradictory or out-of-range options
     usage.fail(e)
+  from engine.data.sharding import shard_dataset  # TensorFlow starts after the flags
   try:
     manifest = shard_dataset(config)
   except (ShardingError, ValueError) as e:  # the data: the message names the file

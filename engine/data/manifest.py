@@ -28,6 +28,19 @@ def read_manifest(data_dir: str) -> dict:
     return json.load(f)
 
 
+def read_split_manifest(data_dir: str, split: str) -> dict:
+  """read_manifest, for reading `split`.
+
+  Raises:
+    FileNotFoundError: no manifest.json in data_dir.
+    ValueError: the shards have no such split (the message lists the ones they have).
+  """
+  manifest = read_manifest(data_dir)
+  if split not in manifest["splits"]:
+    raise ValueError(f"{data_dir}: no split {split!r}; has {sorted(manifest['splits'])}")
+  return manifest
+
+
 def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
   """The shard paths of `split`, in manifest order.
 

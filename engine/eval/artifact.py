@@ -30,6 +30,8 @@ import numpy as np
 PRECISIONS = {"keras": ("float32",), "saved_model": ("float32",), "tflite": ("float32",),
               "onnx": ("float32",), "openvino": ("float32", "bfloat16")}
 FORMATS = tuple(PRECISIONS)  # what launch.export writes
+_DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
+                  "onnx": "model.onnx", "openvino": "openvino/model.xml"}
 _OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 DEPLOY_EXTRA_HINT = "pip install 'facetrain[deploy]' (or pip install -e '.[deploy]')"
 
@@ -41,6 +43,23 @@ def import_runtime(module: str, purpose: str):
   except ImportError as error:
     raise ImportError(f"{purpose} needs the Python package {module!r}, which is not installed "
                       f"({error}); install the deploy extra: {DEPLOY_EXTRA_HINT}") from None
+
+
+def export_path(model_dir: str, format: str, output_path: str | None = None) -> str:  # noqa: A002
+  """Where `format` is exported: output_path, or model_dir/export/model.keras, .../saved_model,
+  .../model.tflite, .../model.onnx, .../openvino/model.xml.
+
+  Raises:
+    ValueError: an unknown format, or a path the format cannot be written as.
+  """
+  if format not in FORMATS:
+    raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+  path = output_path or os.path.join(model_dir, "export", _DEFAULT_NAMES[format])
+  if format == "keras" and not path.endswith(".keras"):
+    raise ValueError(f"{path}: a Keras model file must end in .keras")
+  if format == "openvino" and not path.endswith(".xml"):
+    raise ValueError(f"{path}: an OpenVINO model is written as NAME.xml (+ NAME.bin)")
+  return path
 
 
 def labels_path(artifact_path: str) -> str:

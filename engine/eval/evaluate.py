@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from engine.config import InputConfig
 from engine.data import integrity, schema
-from engine.data.manifest import read_manifest
+from engine.data.manifest import read_split_manifest
 from engine.data.pipeline import eval_records, make_dataset
 from engine.eval import fairness, framing, metrics
 from engine.eval.inference import make_predict_fn, predict_padded
@@ -109,10 +109,7 @@ def evaluate(config: EvalConfig) -> dict:
       split=config.split, global_batch_size=config.batch_size, training=False,
       cache="none", balance="none", tf_data_service=None,  # one local pass
       on_bad_record=config.on_bad_record, verify_shards=config.verify_shards)
-  manifest = read_manifest(input_config.data_dir)
-  if config.split not in manifest["splits"]:
-    raise ValueError(f"{input_config.data_dir}: no split {config.split!r}; has "
-                     f"{sorted(manifest['splits'])}")
+  manifest = read_split_manifest(input_config.data_dir, config.split)
   task = TASKS.get(input_config.task)
   framings = framing.parse_framings(config.framings)
   if framings and task.output_kind == "multilabel":

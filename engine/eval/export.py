@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.eval.artifact import FORMATS, PRECISIONS, import_runtime, labels_path
+from engine.eval.artifact import PRECISIONS, export_path, import_runtime, labels_path
 from engine.eval.export_check import batched_logits, check_artifact, reference_images
 from engine.eval.predict import run_class_names, run_frame_size
 from engine.tasks import TASKS, Task
@@ -49,8 +49,6 @@ from engine.models.preprocessing import Preprocess
 from engine.config import ExperimentConfig
 from engine.run.restore import CheckpointSource, load_model
 
-_DEFAULT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
-                  "onnx": "model.onnx", "openvino": "openvino/model.xml"}
 _ONNX_OPSET = 17
 # Images the export check runs (the first of the validation split, or of check_images).
 CHECK_EXAMPLES = 64
@@ -256,13 +254,7 @@ def export(model_dir: str, format: str, output_path: str | None = None,  # noqa:
     ExportMismatchError: the artifact's logits differ from the checkpoint's (nothing written).
     ImportError: the format's converter or runtime is missing (names the extra).
   """
-  if format not in FORMATS:
-    raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
-  path = output_path or os.path.join(model_dir, "export", _DEFAULT_NAMES[format])
-  if format == "keras" and not path.endswith(".keras"):
-    raise ValueError(f"{path}: a Keras model file must end in .keras")
-  if format == "openvino" and not path.endswith(".xml"):
-    raise ValueError(f"{path}: an OpenVINO model is written as NAME.xml (+ NAME.bin)")
+  path = export_path(model_dir, format, output_path)
   model, config, source = load_model(model_dir, checkpoint)
   pixels, pixels_source = reference_images(config, check_images, check_examples)
   stock = to_stock_keras(model)

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from engine.config import ExperimentConfig
 from engine.data.decode import crop_and_resize_fn
-from engine.data.manifest import read_manifest
+from engine.data.manifest import read_split_manifest
 from engine.data.pipeline import make_dataset
 from engine.eval.artifact import PRECISIONS, load_runner
 from engine.eval.predict import expand_inputs, load_image
@@ -81,8 +81,7 @@ def _from_validation_split(config: ExperimentConfig, max_examples):
   input_config = dataclasses.replace(
       config.input, split=split, global_batch_size=_BATCH_SIZE, training=False, cache="none",
       balance="none", tf_data_service=None)
-  if split not in read_manifest(input_config.data_dir)["splits"]:
-    raise ValueError(f"{input_config.data_dir} has no {split!r} split")
+  read_split_manifest(input_config.data_dir, split)
   images = []
   for batch, _, mask in make_dataset(input_config):
     images.extend(batch.numpy()[mask.numpy() > 0].astype(np.float32))

@@ -43,11 +43,11 @@ from engine.config import MAX_IMAGE_PIXELS, ExperimentConfig
 from engine.data.sharding.jpeg import jpeg_orientation, jpeg_problem, jpeg_size, upright
 from engine.eval import faces
 from engine.eval.artifact import load_runner, read_metadata
+from engine.eval.preflight import check_prediction_output
 from engine.eval.inference import make_predict_fn
 from engine.tasks import TASKS, Task
 from engine.run.restore import load_model
 
-OUTPUT_FORMATS = (".csv", ".json")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -94,8 +94,7 @@ class PredictConfig:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.max_image_pixels < 1:
       raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
-    if self.output and os.path.splitext(self.output)[1].lower() not in OUTPUT_FORMATS:
-      raise ValueError(f"{self.output}: output must end in {' or '.join(OUTPUT_FORMATS)}")
+    check_prediction_output(self.output)
     return self
 
 

@@ -1,9 +1,10 @@
 """A user's mistake at any entry point: one line on stderr naming the flag or file, exit 2.
 
-Run as a user runs them (subprocesses, real flags, tiny data). TensorFlow 2.21 writes a few
-lines of its own C++ logging to stderr when it is imported, whatever TF_CPP_MIN_LOG_LEVEL
-says (before absl::InitializeLog); every entry point imports it, so those lines are
-dropped before counting ours.
+Run as a user runs them (subprocesses, real flags, tiny data). A mistake in the flags or the
+paths is answered before TensorFlow's import starts (the tests check it), except where the
+answer needs the machine's devices. TensorFlow 2.21 writes a few lines of its own C++
+logging to stderr when it is imported, whatever TF_CPP_MIN_LOG_LEVEL says (before
+absl::InitializeLog), so those lines are dropped before counting ours.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def run_reporting_tensorflow(module: str, *args: str) -> subprocess.CompletedPro
 def our_stderr(result: subprocess.CompletedProcess) -> list[str]:
   """stderr without TensorFlow's import-time C++ log lines."""
   return [line for line in result.stderr.splitlines() if not _TF_NATIVE_LOG.match(line)]
+
+
+def assert_answered_before_tensorflow(result: subprocess.CompletedProcess) -> None:
+  """For run_reporting_tensorflow's result."""
+  assert result.stdout.endswith("tensorflow imported: False\n"), result.stdout
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, module: str, *fragments: str):
@@ -111,7 +117,7 @@ def test_every_entry_point_on_a_missing_flagfile_and_a_typo(module, tmp_path):
                           "directory"), (["--no_such_flag=1"], "unknown flag --no_such_flag")):
     result = run_reporting_tensorflow(module, *args)
     assert_one_line_error(result, module, fragment)
-    assert result.stdout.endswith("tensorflow imported: False\n"), result.stdout
+    assert_answered_before_tensorflow(result)
 
 
 def test_a_flagfile_nesting_a_missing_one_names_the_missing_one(tmp_path):
@@ -121,17 +127,13 @@ def test_a_flagfile_nesting_a_missing_one_names_the_missing_one(tmp_path):
                         f"--flagfile={tmp_path / 'inner.flags'}: no such file")
 
 
-# Contradictory combinations.
+# Contradictory combinations, answered before TensorFlow's import starts.
 
-@pytest.mark.slow
 @pytest.mark.parametrize("module, args, fragment", [
-    ("launch.train", ["--strategy=mirrored", "--cpu_devices=1"], "--cpu_devices=2 or more"),
-    ("launch.train", ["--precision=mixed_float16"], "--precision=mixed_float16 needs a GPU"),
     ("launch.train", ["--strategy=one_device", "--cpu_devices=2"], "contradicts"),
     ("launch.train", ["--epochs=0"], "set epochs or train_steps"),
     ("launch.quickstart", ["--work_dir={tmp}/W", "--model_dir={tmp}/M"],
      "--work_dir sets --data_dir"),
-    ("launch.quickstart", ["--work_dir={tmp}/W", "--precision=mixed_float16"], "mixed_float16"),
     ("tfrecords.shard", ["--balance_by=Male"], "balance_by needs max_examples"),
     ("tfrecords.shard", ["--image_size=a,b"], "--image_size must be H,W"),
     ("launch.export", ["--format=coreml"], "flag --format=coreml"),
@@ -139,26 +141,53 @@ def test_a_flagfile_nesting_a_missing_one_names_the_missing_one(tmp_path):
     ("launch.predict", ["--output={tmp}/preds.txt", "face.jpg"], "must end in .csv or .json"),
 ])
 def test_contradictory_flags(celeba_dir, celeba_shards, tmp_path, module, args, fragment):
+  result = run_reporting_tensorflow(module, *_with_paths(module, args, tmp_path, celeba_dir,
+                                                         celeba_shards))
+  assert_one_line_error(result, module, fragment)
+  assert sorted(os.listdir(tmp_path)) in ([], ["trained"])  # refused before writing anything
+  assert_answered_before_tensorflow(result)
+
+
+# What this machine cannot run: the answer needs its device list, so TensorFlow.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, args, fragment", [
+    ("launch.train", ["--strategy=mirrored", "--cpu_devices=1"], "--cpu_devices=2 or more"),
+    ("launch.train", ["--precision=mixed_float16"], "--precision=mixed_float16 needs a GPU"),
+    ("launch.quickstart", ["--work_dir={tmp}/W", "--precision=mixed_float16"], "mixed_float16"),
+])
+def test_what_this_machine_cannot_run(celeba_dir, celeba_shards, tmp_path, module, args,
+                                      fragment):
   if "--precision=mixed_float16" in args and _has_gpu_or_native_fp16():
     pytest.skip("this machine runs mixed_float16")
+  if "--cpu_devices=1" in args and _has_gpu_or_native_fp16(gpu_only=True):
+    pytest.skip("mirrored runs on this machine's GPUs")
+  result = run(module, *_with_paths(module, args, tmp_path, celeba_dir, celeba_shards))
+  assert_one_line_error(result, module, fragment)
+  assert sorted(os.listdir(tmp_path)) == []
+
+
+def _with_paths(module, args, tmp_path, celeba_dir, celeba_shards) -> list[str]:
+  """args, formatted, after the paths each entry point needs."""
   args = [arg.format(tmp=tmp_path) for arg in args]
   if module == "launch.train":
-    args = [f"--data_dir={celeba_shards}", f"--model_dir={tmp_path / 'run'}", *args]
-  elif module == "tfrecords.shard":
-    args = [f"--data_dir={celeba_dir}", f"--output_dir={tmp_path / 'out'}", *args]
-  elif module in ("launch.export", "launch.predict"):
-    args = [f"--model_dir={write_run_dir(tmp_path / 'trained')}", *args]
-  assert_one_line_error(run(module, *args), module, fragment)
-  assert sorted(os.listdir(tmp_path)) in ([], ["trained"])  # refused before writing anything
+    return [f"--data_dir={celeba_shards}", f"--model_dir={tmp_path / 'run'}", *args]
+  if module == "tfrecords.shard":
+    return [f"--data_dir={celeba_dir}", f"--output_dir={tmp_path / 'out'}", *args]
+  if module in ("launch.export", "launch.predict"):
+    return [f"--model_dir={write_run_dir(tmp_path / 'trained')}", *args]
+  return args
 
 
-def _has_gpu_or_native_fp16() -> bool:
+def _has_gpu_or_native_fp16(gpu_only: bool = False) -> bool:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from engine.precision import cpu_flags  # pylint: disable=g-import-not-at-top
-  return bool(tf.config.list_physical_devices("GPU") or cpu_flags() & {"avx512_fp16", "amx_fp16"})
+  if tf.config.list_physical_devices("GPU"):
+    return True
+  return not gpu_only and bool(cpu_flags() & {"avx512_fp16", "amx_fp16"})
 
 
-# Paths that are not what the flag says.
+# Paths that are not what the flag says, answered before TensorFlow's import starts.
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -172,12 +201,12 @@ def runs(tmp_path_factory):
 
 
 def test_evaluate_a_directory_that_is_not_a_run(runs, celeba_shards):
-  result = run("launch.evaluate", f"--model_dir={runs['not_a_run']}",
-               f"--data_dir={celeba_shards}")
+  result = run_reporting_tensorflow("launch.evaluate", f"--model_dir={runs['not_a_run']}",
+                                    f"--data_dir={celeba_shards}")
   assert_one_line_error(result, "launch.evaluate", os.path.join(runs["not_a_run"], "config.json"))
+  assert_answered_before_tensorflow(result)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("module, run_name, extra, fragment", [
     ("launch.evaluate", "run", ["--data_dir={empty}"], "{empty}/manifest.json"),
     ("launch.evaluate", "run", [], "/nonexistent/shards/manifest.json"),  # the run's own
@@ -198,14 +227,15 @@ def test_paths_that_are_not_what_the_flag_says(runs, celeba_shards, tmp_path, mo
   names = {"empty": str(tmp_path / "empty"), "shards": celeba_shards,
            "image": str(tmp_path / "face.jpg")}
   args = [f"--model_dir={runs[run_name]}", *(arg.format(**names) for arg in extra)]
-  result = run(module, *args)
+  result = run_reporting_tensorflow(module, *args)
   assert_one_line_error(result, module, runs[run_name] if run_name != "run" else "",
                         fragment.format(**names))
+  assert_answered_before_tensorflow(result)
 
 
-@pytest.mark.slow
 def test_shard_without_a_source_directory(tmp_path):
-  result = run("tfrecords.shard", f"--data_dir={tmp_path / 'nope'}",
-               f"--output_dir={tmp_path / 'out'}")
+  result = run_reporting_tensorflow("tfrecords.shard", f"--data_dir={tmp_path / 'nope'}",
+                                    f"--output_dir={tmp_path / 'out'}")
   assert_one_line_error(result, "tfrecords.shard", f"--data_dir={tmp_path / 'nope'}: no such "
                         "directory")
+  assert_answered_before_tensorflow(result)
