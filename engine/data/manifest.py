@@ -36,9 +36,14 @@ def read_split_manifest(data_dir: str, split: str) -> dict:
     ValueError: the shards have no such split (the message lists the ones they have).
   """
   manifest = read_manifest(data_dir)
+  require_split(data_dir, manifest, split)
+  return manifest
+
+
+def require_split(data_dir: str, manifest: dict, split: str) -> None:
+  """Raises ValueError naming the splits the shards have, when `split` is not one of them."""
   if split not in manifest["splits"]:
     raise ValueError(f"{data_dir}: no split {split!r}; has {sorted(manifest['splits'])}")
-  return manifest
 
 
 def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:

@@ -28,7 +28,7 @@ from engine.config import InputConfig
 from engine.data import decode, integrity, schema, service
 from engine.data.augment import augment, augment_params
 from engine.data.cache import choose_cache
-from engine.data.manifest import read_manifest, split_files
+from engine.data.manifest import read_manifest, require_split, split_files
 from engine.tasks import TASKS, Task
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -185,9 +185,7 @@ class _Parts:
 
   @classmethod
   def of(cls, config: InputConfig, manifest: dict, input_context) -> "_Parts":
-    if config.split not in manifest["splits"]:
-      raise ValueError(f"{config.data_dir}: no split {config.split!r}; has "
-                       f"{sorted(manifest['splits'])}")
+    require_split(config.data_dir, manifest, config.split)
     if config.global_batch_size < 1:
       raise ValueError(f"global_batch_size must be >= 1, got {config.global_batch_size} (0, "
                        "auto, is resolved by the trainer before a pipeline is built)")
