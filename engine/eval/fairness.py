@@ -96,9 +96,19 @@ TABLE_HEADER = ("slice", "error", "95% CI", "faces", "gap (points)")
 
 
 def _too_few_line(ranking: dict) -> str:
+  """The unranked slices by name and size; those whose interval still excludes the overall
+  error (a small slice far worse or better than the rest) with their errors, so that a
+  slice like Eyeglasses=1 with 25 faces is not silent."""
   listed = ", ".join(f"{r['slice']} ({r['count']})" for r in ranking["too_few"])
-  return (f"too few to rank (< {ranking['min_faces']} faces): {listed}" if listed
-          else f"every slice has at least {ranking['min_faces']} faces")
+  if not listed:
+    return f"every slice has at least {ranking['min_faces']} faces"
+  apart = "; ".join(
+      f"{r['slice']}: {r['errors']} of {r['count']} wrong ({_percent(r['error'])}, "
+      f"{_percent(r['ci_low'])}-{_percent(r['ci_high'])})"
+      for r in ranking["too_few"] if r["ci_excludes_overall"])
+  return (f"too few to rank (< {ranking['min_faces']} faces): {listed}"
+          + (f"; of these, the interval excludes the overall error for {apart}" if apart
+             else ""))
 
 
 def _summary_line(ranking: dict) -> str:

@@ -65,7 +65,9 @@ def test_report_formats():
   assert lines[0].startswith("overall error 10.0%")
   assert lines[2].split()[:4] == ["Eyeglasses=1", "30.0%", "18.1%-45.4%", "40"]
   assert lines[2].endswith("+20.0 *")
-  assert lines[-1] == "too few to rank (< 30 faces): Bald=1 (10)"
+  # Bald=1, 5 of 10 wrong: too few to rank, but its interval excludes the overall 10%.
+  assert lines[-1] == ("too few to rank (< 30 faces): Bald=1 (10); of these, the interval "
+                       "excludes the overall error for Bald=1: 5 of 10 wrong (50.0%, 23.7%-76.3%)")
   table = fairness.markdown_ranking(ranking, limit=1)
   assert "| Eyeglasses=1 | 30.0% | 18.1%-45.4% | 40 | +20.0 * |" in table
   assert "Bald=0" not in table
@@ -73,6 +75,16 @@ def test_report_formats():
   assert scalars["fairness/largest_gap"] == pytest.approx(0.2)
   assert scalars["fairness/slices_excluding_overall"] == 2  # Eyeglasses=1 and =0
   assert scalars["slice_gap/Eyeglasses=0"] == pytest.approx(-0.05)
+
+
+def test_small_slices_near_the_overall_error_are_only_named():
+  correct = np.ones(200, bool)
+  correct[:20] = False                  # 10% overall
+  bald = np.zeros(200, int)
+  bald[[0, 100, 101, 102, 103, 104, 105, 106, 107, 108]] = 1  # 1 of 10 wrong: 10%
+  by_attribute = metrics.sliced_error(correct, {"Bald": bald})["by_attribute"]
+  ranking = fairness.rank_slices(by_attribute, correct)
+  assert fairness.format_ranking(ranking)[-1] == "too few to rank (< 30 faces): Bald=1 (10)"
 
 
 def test_a_gap_that_rounds_to_zero_has_no_minus_sign():
