@@ -21,7 +21,8 @@ A variant may name its own backbone ("vgg: --backbone=vgg11_bn --epochs=16"): it
 candidate, on that backbone. --framings=standard also scores every held-out fold and the
 validation split re-framed (tight chips, loose frames, shifts, tilts), and
 --select_by=worst_framing chooses the recipe by the folds' worst framing instead of their
-clean accuracy.
+clean accuracy. --validate=none stops after the folds: a recipe's cross-validated estimate
+(e.g. with more folds) without another look at the validation split.
 
 SIGTERM stops the table: the running fold saves its checkpoint, nothing half-trained is
 scored, the command exits 1 naming the run, and rerunning it resumes.
@@ -54,8 +55,9 @@ _SELECT_BY = flags.DEFINE_enum(
     "select_by", "accuracy", ["accuracy", "worst_framing"], "What --validate=best maximises: "
     "the folds' mean clean accuracy, or the mean of each fold's worst framing (needs --framings).")
 _VALIDATE = flags.DEFINE_enum(
-    "validate", "all", ["all", "best"], "all: validate every candidate; best: only the one "
-    "with the best cross-validated mean (needs --cv_folds).")
+    "validate", "all", ["all", "best", "none"], "all: validate every candidate; best: only "
+    "the one with the best cross-validated mean; none: cross-validate only, the validation "
+    "split untouched (best and none need --cv_folds).")
 
 
 def _variants() -> tuple:

@@ -45,7 +45,7 @@ from engine.run.restore import resolve_checkpoint
 from engine.train import train
 
 
-VALIDATE = ("all", "best")
+VALIDATE = ("all", "best", "none")
 # select_by -> the cross-validation result's key it maximises
 _SELECT_KEYS = {"accuracy": "mean", "worst_framing": "worst_framing_mean"}
 SELECT_BY = tuple(_SELECT_KEYS)
@@ -63,7 +63,8 @@ class RecipeTableConfig:
       not the recipe's runs on that backbone alone.
     cv_folds: identity-disjoint K-fold cross-validation of every candidate first (0: off).
     validate: "all" trains every candidate on the training split and scores it on the
-      validation split; "best" (needs cv_folds) only the one with the best fold mean.
+      validation split; "best" (needs cv_folds) only the one with the best fold mean;
+      "none" (needs cv_folds) none of them: a fold estimate that leaves validation untouched.
     framings: also score every held-out fold and the validation split under these
       framings (engine.eval.framing names; "standard" is the whole curve).
     select_by: what "best" maximises: the fold mean of the clean "accuracy", or of each
@@ -91,8 +92,9 @@ class RecipeTableConfig:
       raise ValueError("select_by='worst_framing' chooses by the folds' framing curves: set "
                        "cv_folds and framings (e.g. standard)")
     framing.parse_framings(self.framings)  # unknown names fail here, before any training
-    if self.validate == "best" and not self.cv_folds:
-      raise ValueError("validate='best' chooses by cross-validation: set cv_folds (e.g. 5)")
+    if self.validate in ("best", "none") and not self.cv_folds:
+      raise ValueError(f"validate={self.validate!r} scores by cross-validation: set cv_folds "
+                       "(e.g. 5)")
     names = [name for name, _ in self.variants]
     if len(set(names)) != len(names) or any(not n or "/" in n or n == "folds" for n in names):
       raise ValueError(f"variant names must be distinct directory names, got {names}")
@@ -211,6 +213,7 @@ def cross_validate(config: RecipeTableConfig, candidate: Candidate) -> dict:
 
 
 _NOT_CHOSEN = "another recipe cross-validated better"
+_NOT_ASKED = "cross-validation only (validate=none)"
 
 
 def best_candidate(scores: list[dict], select_by: str) -> int:
@@ -323,6 +326,8 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
       scores[i] = cross_validate(config, candidate)
       write([_cv_row(c, cv, "cross-validation still running")
              for c, cv in zip(todo, scores) if cv])
+  if config.validate == "none":
+    return write([_cv_row(c, cv, _NOT_ASKED) for c, cv in zip(todo, scores)])
   chosen = set(range(len(todo)))
   if config.validate == "best":
     chosen = {best_candidate(scores, config.select_by)}

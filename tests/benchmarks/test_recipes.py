@@ -118,10 +118,27 @@ def test_sigterm_stops_the_table_instead_of_scoring_a_half_run_and_going_on(
   assert not (tmp_path / "runs" / "tiny_vgg").exists() and not out.exists()
 
 
-def test_validate_best_without_cross_validation_is_refused(celeba_shards, tmp_path):
+@pytest.mark.parametrize("validate", ["best", "none"])
+def test_choosing_or_estimating_without_cross_validation_is_refused(celeba_shards, tmp_path,
+                                                                    validate):
   with pytest.raises(ValueError, match="cv_folds"):
     run_recipe_table(RecipeTableConfig(
-        tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1), validate="best"))
+        tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1), validate=validate))
+
+
+def test_validate_none_cross_validates_and_leaves_validation_untouched(celeba_shards, tmp_path):
+  out = tmp_path / "recipes.json"
+  report = run_recipe_table(RecipeTableConfig(
+      tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1),
+      backbones=("tiny_resnet",), work_dir=str(tmp_path / "runs"), cv_folds=2,
+      validate="none", output_json=str(out)))
+  (row,) = report["rows"]
+  assert [f["fold"] for f in row["cross_validation"]["folds"]] == [0, 1]
+  assert not row["validated"] and row["val_accuracy"] is None and row["model_dir"] is None
+  assert "cross-validation only (validate=none)" in report["markdown"]
+  run = tmp_path / "runs" / "tiny_resnet"
+  assert (run / "fold-1" / "summary.json").exists() and not (run / "summary.json").exists()
+  assert json.loads(out.read_text())["validate"] == "none"
 
 
 def test_a_variant_with_its_own_backbone_is_one_candidate_on_it(celeba_shards, tmp_path):
