@@ -50,7 +50,7 @@ def resolve_checkpoint(model_dir: str, checkpoint: str) -> tuple[str, str]:
                               f"evaluation); {_available(checkpoints_dir)}")
     return "h5", path
   if checkpoint.endswith(".weights.h5"):
-    if not os.path.exists(checkpoint):
+    if not _exists(checkpoint):
       raise FileNotFoundError(f"{checkpoint}: weights file not found")
     return "h5", checkpoint
   if checkpoint == "latest":
@@ -60,10 +60,19 @@ def resolve_checkpoint(model_dir: str, checkpoint: str) -> tuple[str, str]:
     return "tf", prefix
   prefix = (os.path.join(checkpoints_dir, f"ckpt-{checkpoint}") if checkpoint.isdigit()
             else checkpoint)
-  if not os.path.exists(f"{prefix}.index"):
+  if not _exists(f"{prefix}.index"):
     raise FileNotFoundError(f"{prefix}: no such checkpoint ({prefix}.index is missing); "
                             f"{_available(checkpoints_dir)}")
   return "tf", prefix
+
+
+def _exists(path: str) -> bool:
+  """os.path.exists, or TensorFlow's filesystems for a path with a scheme (gs://, s3://,
+  ram://): only such a path, named explicitly, costs the TensorFlow import here."""
+  if "://" not in path:
+    return os.path.exists(path)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile.exists(path)
 
 
 def latest_checkpoint(checkpoints_dir: str) -> str | None:

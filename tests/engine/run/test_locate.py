@@ -43,6 +43,23 @@ def test_latest_and_kept_checkpoints_are_tensorflows(tmp_path):
     locate.resolve_checkpoint(str(tmp_path), "latest")
 
 
+def test_an_explicit_checkpoint_on_another_filesystem(tmp_path):
+  # ram:// is TensorFlow's in-memory filesystem, standing in for gs:// or s3://.
+  prefix = f"ram://{tmp_path.name}/ckpt-7"
+  assert not os.path.exists(f"{prefix}.index")
+  with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    locate.resolve_checkpoint(str(tmp_path), prefix)
+  with tf.io.gfile.GFile(f"{prefix}.index", "w") as f:
+    f.write("")
+  assert locate.resolve_checkpoint(str(tmp_path), prefix) == ("tf", prefix)
+  weights = f"ram://{tmp_path.name}/model.weights.h5"
+  with pytest.raises(FileNotFoundError, match="weights file not found"):
+    locate.resolve_checkpoint(str(tmp_path), weights)
+  with tf.io.gfile.GFile(weights, "w") as f:
+    f.write("")
+  assert locate.resolve_checkpoint(str(tmp_path), weights) == ("h5", weights)
+
+
 def test_a_directory_without_config_is_not_a_run(tmp_path):
   with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/config.json: missing; is {tmp_path} "
                      "a training run directory"):
