@@ -71,18 +71,22 @@ def _variants() -> tuple:
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  try:
-    report = run_recipe_table(RecipeTableConfig(
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:  # a contradiction (--validate=best without --cv_folds, a bad --variants) before any run
+    config = RecipeTableConfig(
         experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value),
         _WORK_DIR.value, _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value,
         _CV_SEED.value, _variants(), _VALIDATE.value, tuple(_FRAMINGS.value),
-        _SELECT_BY.value))
+        _SELECT_BY.value).validated()
+  except (ValueError, KeyError) as e:
+    usage.fail(e)
+  try:
+    report = run_recipe_table(config)
   except SweepStopped as e:
     usage.fail(e, usage.EXIT_FAILED)
   print(report["markdown"])
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(
-      experiment_flags.resolve_flagfile_args(argv)))
+  usage.run(main, expand_argv=experiment_flags.resolve_flagfile_args)

@@ -14,6 +14,7 @@ from engine.bench.recipes import (RecipeTableConfig, SweepStopped, best_candidat
                                   run_recipe_table)
 from engine.run.restore import load_model
 from tests.engine.train.conftest import tiny_experiment
+from tests.launch.test_usage import assert_one_line_error, run
 
 
 def test_one_row_per_backbone_with_accuracy_time_and_latency(celeba_shards, tmp_path,
@@ -124,6 +125,14 @@ def test_choosing_or_estimating_without_cross_validation_is_refused(celeba_shard
   with pytest.raises(ValueError, match="cv_folds"):
     run_recipe_table(RecipeTableConfig(
         tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1), validate=validate))
+
+
+def test_the_command_answers_a_contradiction_in_one_line_before_any_run(celeba_shards,
+                                                                        tmp_path):
+  result = run("benchmarks.recipes", "--validate=none", f"--data_dir={celeba_shards}",
+               f"--work_dir={tmp_path / 'runs'}")
+  assert_one_line_error(result, "benchmarks.recipes", "validate='none'", "set cv_folds")
+  assert not os.listdir(tmp_path)
 
 
 def test_validate_none_cross_validates_and_leaves_validation_untouched(celeba_shards, tmp_path):
