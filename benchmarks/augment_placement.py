@@ -13,6 +13,7 @@ import json
 from absl import app, flags
 
 from engine.bench.augment_placement import AugmentPlacementConfig, run_augment_placement_benchmark
+from launch import usage
 
 _D = AugmentPlacementConfig(data_dir="")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards (python -m tfrecords.shard).")
@@ -38,4 +39,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from engine.bench.conv_weight_grads import ConvGradConfig, run_conv_grad_benchmark
+from launch import usage
 
 _BACKBONE = flags.DEFINE_string("backbone", "resnet50", "Backbone whose conv shapes to time.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Square input size.")
@@ -35,4 +36,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

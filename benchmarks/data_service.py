@@ -14,6 +14,7 @@ import json
 from absl import app, flags
 
 from engine.bench.data_service import DataServiceBenchConfig, run_data_service_benchmark
+from launch import usage
 
 _D = DataServiceBenchConfig(data_dir="")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards (python -m tfrecords.shard).")
@@ -37,4 +38,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

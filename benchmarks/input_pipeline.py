@@ -10,9 +10,10 @@ all of them alike; ratios are medians over rounds of same-round ratios.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from engine.bench.input_pipeline import InputBenchConfig, run_input_benchmark
+from launch import usage
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards; default: synthetic CelebA-size faces.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 2000, "Synthetic images to generate.")
@@ -41,4 +42,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

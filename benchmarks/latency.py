@@ -18,6 +18,7 @@ from absl import app, flags
 
 from engine.bench.latency import LatencyConfig, format_table, run_latency_benchmark
 from engine.bench.runtimes import RUNTIMES
+from launch import usage
 
 _BACKBONES = flags.DEFINE_list(
     "backbones", None, "Backbones to measure; default: all registered except tiny_resnet.")
@@ -62,4 +63,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

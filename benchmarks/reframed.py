@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from engine.bench.reframed import ReframedConfig, run_reframed
+from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory (required).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards with the split (default: the run's).")
@@ -37,4 +38,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from engine.bench.shard import ShardBenchConfig, run_shard_benchmark
+from launch import usage
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "CelebA-format dir; default synthetic.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 6000, "Synthetic images to generate.")
@@ -30,4 +31,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

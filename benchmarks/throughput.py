@@ -9,10 +9,11 @@ Model Garden runs where `make model-garden-venv` installed it (or --model_garden
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from engine.bench.throughput import (CONTENDERS, DEFAULT_MODEL_GARDEN_PYTHON, ThroughputConfig,
                                      run_throughput_benchmark)
+from launch import usage
 
 _BACKBONES = flags.DEFINE_list("backbones", ["resnet50"], "Backbones to measure.")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", ["128"], "H[,W] of the input.")
@@ -72,4 +73,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from engine.models.catalog import describe_zoo
+from launch import usage
 
 _BACKBONES = flags.DEFINE_list("backbones", None, "Only these (default: all).")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", None, "H,W for params/FLOPs (default: each "
@@ -46,4 +47,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -91,6 +91,19 @@ def test_flag_errors_are_reworded_to_name_the_flag_or_file():
   assert usage.flag_error_message(bad_value.value).startswith("flag --epochs=many: ")
 
 
+def test_every_entry_point_runs_through_usage():
+  # usage.run turns flag mistakes into one line; absl's app.run would print two and exit 1.
+  mains = []
+  for package in ("launch", "tfrecords", "benchmarks"):
+    for name in sorted(os.listdir(os.path.join(REPO, package))):
+      with open(os.path.join(REPO, package, name)) as f:
+        source = f.read() if name.endswith(".py") else ""
+      if 'if __name__ == "__main__":' in source:
+        mains.append(f"{package}.{name[:-3]}")
+        assert "\n  usage.run(main" in source and "app.run(" not in source, name
+  assert len(mains) >= 18 and {"launch.train", "benchmarks.recipes"} <= set(mains)
+
+
 def test_fail_prints_one_line_and_exits_2(capsys):
   with pytest.raises(SystemExit) as exit_info:
     usage.fail(KeyError("unknown backbone 'x'; known: a,\nb"))
