@@ -95,9 +95,9 @@ def test_every_entry_point_runs_through_usage():
   # usage.run turns flag mistakes into one line; absl's app.run would print two and exit 1.
   mains = []
   for package in ("launch", "tfrecords", "benchmarks"):
-    for name in sorted(os.listdir(os.path.join(REPO, package))):
+    for name in sorted(n for n in os.listdir(os.path.join(REPO, package)) if n.endswith(".py")):
       with open(os.path.join(REPO, package, name)) as f:
-        source = f.read() if name.endswith(".py") else ""
+        source = f.read()
       if 'if __name__ == "__main__":' in source:
         mains.append(f"{package}.{name[:-3]}")
         assert "\n  usage.run(main" in source and "app.run(" not in source, name
