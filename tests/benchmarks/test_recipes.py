@@ -145,8 +145,9 @@ def test_validate_none_cross_validates_and_leaves_validation_untouched(celeba_sh
   assert [f["fold"] for f in row["cross_validation"]["folds"]] == [0, 1]
   assert not row["validated"] and row["val_accuracy"] is None and row["model_dir"] is None
   assert "cross-validation only (validate=none)" in report["markdown"]
-  run = tmp_path / "runs" / "tiny_resnet"
-  assert (run / "fold-1" / "summary.json").exists() and not (run / "summary.json").exists()
+  run_dir = tmp_path / "runs" / "tiny_resnet"
+  assert (run_dir / "fold-1" / "summary.json").exists()
+  assert not (run_dir / "summary.json").exists()
   assert json.loads(out.read_text())["validate"] == "none"
 
 
