@@ -4,9 +4,11 @@
       --data_dir=data/val40/shards --framings=standard --output_json=reframed.json
 
 Writes each framing's photos under --work_dir (kept, to look at), then runs predict on them
-with its defaults (detect and align faces not of the training frame's size) and with
-detection off, and tabulates both accuracies and how many faces were aligned, missed or
-flagged with a framing warning.
+with its defaults (detect and align faces not of the training frame's size, enlarging a
+tight photo's face up to the run's training zoom so the crop stays inside the photo), aligned
+without that enlargement (--max_fit_zoom=1: the edge pixels repeat), and with detection off,
+and tabulates the three accuracies and how many faces were aligned, missed, flagged with a
+framing warning or enlarged.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 
 class ConfigError(ValueError):
@@ -57,6 +58,15 @@ class AugmentConfig:
     return tuple(self.zoom_range) if self.zoom_range else (1.0 - self.zoom, 1.0 + self.zoom)
 
   @property
+  def max_zoom_in(self) -> float:
+    """How many times its stored size training showed a face at most (1.0: never larger):
+    1 / the lower zoom bound, or 1 / sqrt(the least crop area) for random resized crops."""
+    zoom_in = 1.0 / min(1.0, self.zoom_bounds[0])
+    if self.random_resized_crop:
+      zoom_in = max(zoom_in, 1.0 / math.sqrt(min(1.0, self.crop_scale[0])))
+    return zoom_in
+
+  @property
   def affine(self) -> bool:
     return (any((self.rotation_deg, self.translate, self.shear_deg))
             or self.zoom_bounds != (1.0, 1.0))
@@ -71,6 +81,9 @@ class AugmentConfig:
       if not (len(self.zoom_range) == 2 and 0 < self.zoom_range[0] <= self.zoom_range[1]):
         raise ValueError(f"zoom_range must be lower,upper with 0 < lower <= upper, "
                          f"got {self.zoom_range}")
+    if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+      raise ValueError(f"crop_scale must be lower,upper areas with 0 < lower <= upper <= 1, "
+                       f"got {self.crop_scale}")
     return self
 
   @property

@@ -1,8 +1,8 @@
 """Predicts labels for images with a trained run.
 
   python -m launch.predict --model_dir=DIR IMAGE_OR_FOLDER... [--output=preds.csv]
-      [--detect_faces | --aligned] [--flip_tta] [--checkpoint=best] [--batch_size=32]
-      [--max_image_pixels=80000000]
+      [--detect_faces | --aligned] [--max_fit_zoom=Z] [--flip_tta] [--checkpoint=best]
+      [--batch_size=32] [--max_image_pixels=80000000]
   python -m launch.predict --model=EXPORTED_ARTIFACT [--runtime_precision=bfloat16] ...
 
 With --model, an artifact written by launch.export (model.onnx, openvino/model.xml,
@@ -19,8 +19,10 @@ Faces are framed as in training, by default: an image of the training images' ow
 (CelebA's aligned 178x218) is used as it is, any other photo is first aligned to CelebA's
 crop framing (mtcnn from the `faces` extra, else OpenCV's Haar cascade), and a line
 after its prediction says why the alignment may be off (several faces, a doubtful
-detection, a face box far from training's, a face at the photo's edge). --detect_faces
-aligns every image, --aligned none. An image without a face gets a NO_FACE line, which
+detection, a face box far from training's, a face at the photo's edge). Where the aligned
+crop would reach past a tight photo's edge, the face is enlarged until it fits, up to the
+zoom-in the run trained with (--max_fit_zoom to change that; 1 repeats the edge pixels
+instead). --detect_faces aligns every image, --aligned none. An image without a face gets a NO_FACE line, which
 is a result, not a failure. The run's flip test-time augmentation applies (--noflip_tta
 to turn it off), so a validation image gets the numbers launch.evaluate gives it.
 A model_dir that is not a run or has no such checkpoint: one line on stderr, exit code 2.
@@ -51,6 +53,10 @@ _FLIP_TTA = flags.DEFINE_bool("flip_tta", None, "Average each image's logits wit
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
                                   "best | latest | a step | a .weights.h5 file or checkpoint prefix.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+_MAX_FIT_ZOOM = flags.DEFINE_float(
+    "max_fit_zoom", None, "How far alignment may enlarge a face so that the crop stays inside "
+    "a tight photo (default: as far as the run's training zoomed in; 1: never, the photo's "
+    "edge pixels repeat).", lower_bound=1.0, upper_bound=4.0)
 _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     "max_image_pixels", MAX_IMAGE_PIXELS, "Larger images (width x height, read from the "
     "file's header) are refused before decoding.")
@@ -71,7 +77,7 @@ def main(argv: list[str]) -> int:
       batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, flip_tta=_FLIP_TTA.value,
       detect_faces=False if _ALIGNED.value else _DETECT_FACES.value,
       max_image_pixels=_MAX_IMAGE_PIXELS.value, model=_MODEL.value,
-      runtime_precision=_RUNTIME_PRECISION.value))
+      runtime_precision=_RUNTIME_PRECISION.value, max_fit_zoom=_MAX_FIT_ZOOM.value))
   for result in results:
     if result["status"] == "ok":
       print(f"{result['file']}\t{result['label']}\t{result['confidence']:.4f}")

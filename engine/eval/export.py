@@ -214,6 +214,9 @@ def metadata(config: ExperimentConfig, format: str, checkpoint: str,  # noqa: A0
       # predict takes as already aligned; and whether evaluation averaged the mirror image.
       "frame_size": list(frame) if (frame := run_frame_size(config)) else None,
       "flip_tta": config.train.eval_flip,
+      # the largest face enlargement training showed: how far predict's alignment may zoom
+      # a tight photo in to keep the crop inside it
+      "max_zoom_in": config.input.augment.max_zoom_in,
       "input_dtype": config.input.output_dtype,
       "input": "RGB pixels in [0, 255], [batch, height, width, 3] float32: the image cut to "
                "crop_box (top, left, height, width as fractions; null: the whole image), then "

@@ -89,6 +89,8 @@ class AlignedFace:
       the bounds of its warped corners), to compare with CELEBA_FACE_BOX.
     coverage: the share of the model's input window (the run's crop box in the aligned frame,
       the whole frame without one) that comes from the photo.
+    zoom: how much the aligned face was enlarged about the window's centre so that the
+      window stays inside the photo (1.0: not at all; see `fit_zoom`).
   """
 
   status: str
@@ -98,6 +100,7 @@ class AlignedFace:
   detector: str
   box_in_frame: tuple[float, float, float, float] | None = None
   coverage: float | None = None
+  zoom: float = 1.0
 
 
 class FaceDetector(Protocol):
@@ -252,6 +255,49 @@ def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray,
   return round(float(inside.mean()), 3)
 
 
+def fit_zoom(image_shape: tuple[int, ...], matrix: np.ndarray,
+             window: tuple[int, int, int, int] | None, max_zoom: float) -> float:
+  """The least zoom-in (>= 1, at most `max_zoom`) about the window's centre that keeps the
+  window (top, left, height, width pixels of the aligned frame; None: all of it) inside the
+  photo, for an alignment `matrix` (photo -> frame).
+
+  A tight face chip aligned to CelebA's frame leaves the window's edges outside the photo,
+  and the warp repeats the photo's edge pixels there: hair and forehead smeared into bands
+  no training image had. A model trained with zoom-in augmentation has seen the face larger
+  instead, with real pixels to the window's edges; up to that zoom (`max_zoom`), enlarging
+  the face is closer to training than the bands. 1.0 when the window is inside already,
+  `max_zoom` when even that does not fit (or the window's centre is off the photo).
+  """
+  if max_zoom <= 1.0:
+    return 1.0
+  top, left, height, width = window or (0, 0, *CELEBA_CROP_SIZE)
+  centre = np.array([left + (width - 1) / 2, top + (height - 1) / 2])
+  inverse = cv2.invertAffineTransform(matrix)
+  centre_in_photo = inverse[:, :2] @ centre + inverse[:, 2]
+  low = np.array([-0.5, -0.5])  # pixel edges, as _coverage counts them
+  high = np.array([image_shape[1] - 0.5, image_shape[0] - 0.5])
+  room_low, room_high = centre_in_photo - low, high - centre_in_photo
+  if np.any(room_low <= 0) or np.any(room_high <= 0):
+    return max_zoom
+  needed = 1.0
+  for dx in (left - 0.5, left + width - 0.5):  # the window's outer pixel edges
+    for dy in (top - 0.5, top + height - 0.5):
+      offset = inverse[:, :2] @ (np.array([dx, dy]) - centre)  # corner - centre, in the photo
+      needed = max(needed, *np.where(offset > 0, offset / room_high, -offset / room_low))
+  return float(min(needed * (1 + 1e-6), max_zoom))
+
+
+def zoom_about(matrix: np.ndarray, zoom: float,
+               window: tuple[int, int, int, int] | None) -> np.ndarray:
+  """`matrix` (photo -> frame) followed by a `zoom`-fold enlargement about the centre of
+  `window` (None: the whole frame)."""
+  top, left, height, width = window or (0, 0, *CELEBA_CROP_SIZE)
+  centre = np.array([left + (width - 1) / 2, top + (height - 1) / 2])
+  zoomed = zoom * matrix
+  zoomed[:, 2] += (1 - zoom) * centre
+  return zoomed
+
+
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
   """Intersection over union of two (x, y, width, height) boxes."""
   width = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -278,15 +324,20 @@ def framing_warnings(face: AlignedFace) -> list[str]:
 
 
 def align_face(image: np.ndarray, detector: FaceDetector,
-               window: tuple[int, int, int, int] | None = None) -> AlignedFace:
+               window: tuple[int, int, int, int] | None = None,
+               max_zoom: float = 1.0) -> AlignedFace:
   """Detects faces in an RGB uint8 image and aligns the largest one to CelebA's framing;
   `window` (top, left, height, width pixels of that frame) is the part the model reads, its
-  crop box as `engine.data.decode.crop_window` cuts it (for `coverage`)."""
+  crop box as `engine.data.decode.crop_window` cuts it (for `coverage`). Where the window
+  falls off the photo, the face is enlarged up to `max_zoom` to keep it inside (`fit_zoom`);
+  `box_in_frame` is the alignment's own, before that zoom."""
   detections = sorted(detector.detect(image), key=_area, reverse=True)
   for detection in detections:
     matrix = similarity_to_celeba(detection.landmarks)
     if matrix is not None:
-      return AlignedFace("ok", warp_to_celeba(image, matrix), detection, len(detections),
+      zoom = fit_zoom(image.shape, matrix, window, max_zoom)
+      zoomed = zoom_about(matrix, zoom, window) if zoom > 1.0 else matrix
+      return AlignedFace("ok", warp_to_celeba(image, zoomed), detection, len(detections),
                          detector.name, _box_in_frame(detection.box, matrix),
-                         _coverage(image.shape, matrix, window))
+                         _coverage(image.shape, zoomed, window), round(zoom, 3))
   return AlignedFace("no_face", None, None, len(detections), detector.name)

@@ -13,7 +13,10 @@ already aligned; any other image is first detected and aligned to CelebA's frami
 alignment may be off (`warnings`: several faces, a low detector score, a face box far
 from where training saw faces, a face at the photo's edge). A run trained on an image
 folder (no alignment in training) takes every image as it is. `detect_faces=True` or
-`False` forces either way.
+`False` forces either way. Where the aligned crop would reach past the photo's edge (a tight
+face chip), the face is enlarged until the crop fits, up to the largest zoom-in the run
+trained with (`faces.fit_zoom`; the result's `face.zoom`), instead of repeating the photo's
+edge pixels into bands no training image had.
 
 Batches have one static shape (the last one is padded), so one traced function serves
 every batch. A file that cannot be read is an error entry naming it and why, and so is
@@ -72,6 +75,8 @@ class PredictConfig:
       through its runtime (ONNX Runtime, OpenVINO, TFLite, ...), with the class names,
       image size and crop box of its metadata.
     runtime_precision: the artifact runtime's precision (float32; bfloat16 for OpenVINO).
+    max_fit_zoom: how far alignment may enlarge a face to keep the crop inside the photo;
+      None: as far as the run's training zoomed in (AugmentConfig.max_zoom_in), 1: never.
   """
 
   model_dir: str | None
@@ -84,6 +89,7 @@ class PredictConfig:
   max_image_pixels: int = MAX_IMAGE_PIXELS
   model: str | None = None
   runtime_precision: str = "float32"
+  max_fit_zoom: float | None = None
 
   def validate(self) -> "PredictConfig":
     if bool(self.model_dir) == bool(self.model):
@@ -92,6 +98,8 @@ class PredictConfig:
       raise ValueError("no inputs: give image files or folders")
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.max_fit_zoom is not None and not 1.0 <= self.max_fit_zoom <= 4.0:
+      raise ValueError(f"max_fit_zoom must be in [1, 4], got {self.max_fit_zoom}")
     if self.max_image_pixels < 1:
       raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
     check_prediction_output(self.output)
@@ -279,12 +287,14 @@ class _Framer:
   built on first use (loading MTCNN takes seconds), and counts what it did."""
 
   def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None,
-               crop_box: tuple[float, ...] | None = None):
+               crop_box: tuple[float, ...] | None = None, max_zoom: float = 1.0,
+               zoom_source: str = "max_fit_zoom"):
     self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
+    self._max_zoom, self._zoom_source = max_zoom, zoom_source
     # the pixels of the aligned frame the model reads, cut as the input pipeline cuts them
     self._window = None if crop_box is None else static_crop_window(faces.CELEBA_CROP_SIZE,
                                                                     crop_box)
-    self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0}
+    self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0, "zoomed": 0}
 
   def describe(self) -> str:
     if self._detect is None:
@@ -294,7 +304,12 @@ class _Framer:
               "(no alignment); --detect_faces to align")
     else:
       mode = "on (every image aligned)" if self._detect else "off (--aligned)"
-    return f"face alignment {mode}"
+    if self._detect is False or (self._detect is None and not self._frame_size):
+      return f"face alignment {mode}"
+    fit = (f"a crop past the photo's edge is fitted by enlarging the face up to "
+           f"{self._max_zoom:.2f}x ({self._zoom_source})" if self._max_zoom > 1.0 else
+           f"a crop past the photo's edge repeats its edge pixels ({self._zoom_source})")
+    return f"face alignment {mode}; {fit}"
 
   def needs_detection(self, image: np.ndarray) -> bool:
     if self._detect is not None:
@@ -307,7 +322,7 @@ class _Framer:
       return image, {"framing": "as_is"}
     if self._detector is None:
       self._detector = faces.make_detector()
-    face = faces.align_face(image, self._detector, self._window)
+    face = faces.align_face(image, self._detector, self._window, self._max_zoom)
     if face.status != "ok":
       self.counts["no_face"] += 1
       return None, {"status": "no_face", "framing": "aligned",
@@ -315,6 +330,7 @@ class _Framer:
     warnings = faces.framing_warnings(face)
     self.counts["aligned"] += 1
     self.counts["warned"] += bool(warnings)
+    self.counts["zoomed"] += face.zoom > 1.0
     for warning in warnings:
       logging.warning("%s: %s", path, warning)
     return face.image, {"framing": "aligned", "warnings": warnings,
@@ -322,7 +338,7 @@ class _Framer:
                                  "box": [round(v, 1) for v in face.detection.box],
                                  "score": face.detection.score,
                                  "box_in_frame": list(face.box_in_frame),
-                                 "coverage": face.coverage}}
+                                 "coverage": face.coverage, "zoom": face.zoom}}
 
 
 def _read_and_frame(path: str, framer: _Framer, max_pixels: int
@@ -349,6 +365,7 @@ class _Model:
   crop_box: tuple[float, ...] | None
   frame_size: tuple[int, int] | None  # the aligned frame trained on (None: not aligned)
   flip_tta: bool
+  max_zoom_in: float  # the largest face enlargement training showed (1.0: none)
 
 
 def _run_model(model_dir: str, checkpoint: str, batch_size: int, flip_tta: bool | None
@@ -361,7 +378,7 @@ def _run_model(model_dir: str, checkpoint: str, batch_size: int, flip_tta: bool 
   flip = run.train.eval_flip if flip_tta is None else flip_tta
   return _Model(_model_fn(model, batch_size, image_size, dtype, task, flip), task,
                 run_class_names(run), image_size, run.input.output_dtype, run.input.crop_box,
-                run_frame_size(run), flip)
+                run_frame_size(run), flip, run.input.augment.max_zoom_in)
 
 
 def _artifact_model(path: str, precision: str, flip_tta: bool | None) -> _Model:
@@ -387,8 +404,10 @@ def _artifact_model(path: str, precision: str, flip_tta: bool | None) -> _Model:
     logging.warning("face alignment: %s's metadata predates frame_size; assuming CelebA's "
                     "aligned frame", path)
     frame_size = faces.CELEBA_CROP_SIZE
+  # artifacts exported before max_zoom_in: alignment as it was then (edge pixels repeated)
   return _Model(probabilities, task, info["class_names"], tuple(info["image_size"]),
-                info.get("input_dtype", "float32"), crop_box, frame_size, flip)
+                info.get("input_dtype", "float32"), crop_box, frame_size, flip,
+                info.get("max_zoom_in", 1.0))
 
 
 def predict(config: PredictConfig) -> list[dict]:
@@ -397,7 +416,7 @@ def predict(config: PredictConfig) -> list[dict]:
   Each dict has `file` and `status`: "ok" (with `label`, `confidence`, `probabilities`
   {class name: p}), "error" or "no_face" (with `message`). Read images have `framing`
   (as_is | aligned); aligned ones also carry `face` (detector, box, score, num_faces,
-  box_in_frame, coverage) and `warnings` (empty when the face looks like training's).
+  box_in_frame, coverage, zoom) and `warnings` (empty when the face looks like training's).
   """
   config.validate()
   entries = expand_inputs(config.inputs)
@@ -408,7 +427,12 @@ def predict(config: PredictConfig) -> list[dict]:
   task, names, image_size = model.task, model.class_names, model.image_size
   dtype = tf.uint8 if model.input_dtype == "uint8" else tf.float32
   resize = crop_and_resize_fn(image_size, model.input_dtype, model.crop_box)
-  framer = _Framer(config.detect_faces, model.frame_size, model.crop_box)
+  if config.max_fit_zoom is None:
+    max_zoom, source = model.max_zoom_in, ("the run's training zoom" if model.max_zoom_in > 1.0
+                                           else "the run trained with no zoom-in")
+  else:
+    max_zoom, source = config.max_fit_zoom, "max_fit_zoom"
+  framer = _Framer(config.detect_faces, model.frame_size, model.crop_box, max_zoom, source)
   logging.info("%s; flip TTA %s", framer.describe(), "on" if model.flip_tta else "off")
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
@@ -428,8 +452,9 @@ def predict(config: PredictConfig) -> list[dict]:
   batcher.flush()
   counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "error", "no_face")}
   logging.info("predicted %d images (%d errors, %d without a face); %d used as they were, "
-               "%d aligned (%d with warnings)", counts["ok"], counts["error"], counts["no_face"],
-               framer.counts["as_is"], framer.counts["aligned"], framer.counts["warned"])
+               "%d aligned (%d with warnings, %d enlarged to fit the photo)", counts["ok"],
+               counts["error"], counts["no_face"], framer.counts["as_is"],
+               framer.counts["aligned"], framer.counts["warned"], framer.counts["zoomed"])
   if config.output:
     write_predictions(results, names, config.output)
   return results
@@ -443,12 +468,12 @@ def write_predictions(results: list[dict], names: list[str], path: str) -> None:
       json.dump(results, f, indent=2)
   else:
     columns = ["file", "status", "label", "confidence", *[f"p_{n}" for n in names], "framing",
-               "warnings", "message"]
+               "zoom", "warnings", "message"]
     with open(path, "w", newline="") as f:
       writer = csv.DictWriter(f, columns, extrasaction="ignore")
       writer.writeheader()
       for result in results:
         probabilities = {f"p_{n}": p for n, p in result.get("probabilities", {}).items()}
-        writer.writerow({**result, **probabilities,
+        writer.writerow({**result, **probabilities, "zoom": result.get("face", {}).get("zoom"),
                          "warnings": "; ".join(result.get("warnings", []))})
   logging.info("wrote %d predictions to %s", len(results), path)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from engine.bench.reframed import ReframedConfig, run_reframed, score_predictions, write_reframed
 from engine.data.pipeline import make_dataset
-from engine.config import InputConfig
+from engine.config import AugmentConfig, InputConfig
 from engine.eval import faces, framing
 from engine.tasks import TASKS
 from tests.engine.eval.test_predict import _TemplateDetector, write_run_dir
@@ -48,17 +48,22 @@ def test_a_missed_face_counts_as_wrong():
 def test_predict_with_its_defaults_aligns_every_photo_and_as_is_none(
     celeba_shards, tmp_path, monkeypatch):
   monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.95))
-  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP,
+                            augment=AugmentConfig(zoom_range=(0.6, 1.7)))
   report = run_reframed(ReframedConfig(
       model_dir, split="validation", framings=("clean", "tight_1.3"), max_faces=8,
       work_dir=str(tmp_path / "photos"), output_json=str(tmp_path / "r.json")))
   assert [r["framing"] for r in report["rows"]] == ["clean", "tight_1.3"]
   for row in report["rows"]:
     assert row["default"]["faces"] == row["as_is"]["faces"] == 8
-    assert row["default"]["aligned"] == 8 and row["as_is"]["aligned"] == 0
+    assert row["default"]["aligned"] == row["unzoomed"]["aligned"] == 8
+    assert row["as_is"]["aligned"] == 0
+    # the stub's face hangs off these small photos: the default enlarges it, the baseline not
+    assert row["default"]["zoomed"] == 8 and row["unzoomed"]["zoomed"] == 0
     assert 0.0 <= row["default"]["accuracy"] <= 1.0
   assert len(os.listdir(tmp_path / "photos" / "tight_1.3")) == 8
   assert "| tight_1.3 |" in report["markdown"] and (tmp_path / "r.json").exists()
+  assert "aligned, not enlarged" in report["markdown"].splitlines()[0]
 
 
 def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):

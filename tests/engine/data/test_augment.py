@@ -71,10 +71,23 @@ def test_zoom_range_draws_scales_in_its_bounds_and_zoom_keeps_its_old_draws():
     ({"zoom_range": (1.4, 0.8)}, "lower <= upper"),
     ({"zoom_range": (0.0, 1.2)}, "0 < lower"),
     ({"zoom": 1.5}, r"zoom must be in \[0, 1\)"),
+    ({"random_resized_crop": True, "crop_scale": (0.0, 1.0)}, "crop_scale must be"),
+    ({"crop_scale": (0.5, 1.2)}, "upper <= 1"),
 ])
 def test_bad_zoom_is_refused_by_name(kwargs, match):
   with pytest.raises(ValueError, match=match):
     AugmentConfig(**kwargs).validate()
+
+
+def test_max_zoom_in_is_the_largest_face_enlargement_training_drew():
+  """What predict's alignment may zoom a tight photo in by (engine.eval.faces.fit_zoom)."""
+  assert AugmentConfig().max_zoom_in == 1.0
+  assert AugmentConfig(zoom=0.2).max_zoom_in == pytest.approx(1.25)
+  assert AugmentConfig(zoom_range=(0.6, 1.7)).max_zoom_in == pytest.approx(1 / 0.6)
+  assert AugmentConfig(zoom_range=(1.1, 1.7)).max_zoom_in == 1.0  # zoom-outs only
+  # a random resized crop of a quarter of the image shows the face at twice its size
+  assert AugmentConfig(random_resized_crop=True, crop_scale=(0.25, 1.0)).max_zoom_in == 2.0
+  assert AugmentConfig(crop_scale=(0.25, 1.0)).max_zoom_in == 1.0  # crop off: not drawn
 
 
 def test_zero_magnitude_affine_is_identity():

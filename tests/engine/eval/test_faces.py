@@ -100,6 +100,55 @@ def test_coverage_counts_only_the_window_the_model_reads():
   assert short.coverage == pytest.approx(160 / 170, abs=0.01)
 
 
+def _tight_chip():
+  """The aligned frame's columns 20-157 and rows 40-178 as a photo: the window (20, 0, 179,
+  178) that a crop box of rows 9%-91% reads needs 89/69 (about 1.29) times enlargement about
+  its centre (88.5, 109) to fit inside it (both axes leave 69 px of room, edge to edge)."""
+  landmarks = _moved_template(0.0, 1.0, (-20.0, -40.0))
+  photo = _dot_image(landmarks, size=(139, 138))
+  gradient = np.linspace(20, 140, 139).astype(np.uint8)[:, None, None]  # rows differ
+  photo = np.where(photo == 255, photo, np.broadcast_to(gradient, photo.shape))
+  return photo, Detection(_template_box(1.0, (-20.0, -40.0)), landmarks, score=0.99)
+
+
+def test_a_tight_chip_is_enlarged_until_the_window_fits_up_to_the_limit():
+  window = (20, 0, 179, 178)
+  photo, detection = _tight_chip()
+  padded = faces.align_face(photo, _StubDetector([detection]), window)
+  assert padded.zoom == 1.0 and padded.coverage < 0.65
+  fitted = faces.align_face(photo, _StubDetector([detection]), window, max_zoom=2.0)
+  assert fitted.zoom == pytest.approx(89 / 69, abs=1e-3)
+  assert fitted.coverage == 1.0 and faces.framing_warnings(fitted) == []
+  # the alignment itself is unchanged: the face box is where training saw faces
+  assert fitted.box_in_frame == padded.box_in_frame
+  np.testing.assert_allclose(fitted.box_in_frame, faces.CELEBA_FACE_BOX, atol=0.2)
+  # each landmark moved away from the window's centre by the zoom
+  for name in _FIVE:
+    x, y = (c + fitted.zoom * (v - c) for v, c in zip(CELEBA_LANDMARKS[name], (88.5, 109)))
+    assert fitted.image[int(round(y)), int(round(x))].mean() > 150, name
+  # the bands: the photo's last row repeated below it without the zoom; with it, the window's
+  # rows run through the photo's gradient from its first row to its last
+  assert np.all(padded.image[185:199] == padded.image[184:185])
+  rows = fitted.image[20:199, 5:15].astype(int).mean(axis=(1, 2))
+  assert np.all(np.diff(rows) >= 0) and rows[0] <= 21 and rows[-1] >= 139
+  capped = faces.align_face(photo, _StubDetector([detection]), window, max_zoom=1.1)
+  assert capped.zoom == 1.1 and padded.coverage < capped.coverage < 1.0
+
+
+def test_a_face_inside_the_photo_is_not_enlarged():
+  landmarks = _moved_template(10.0, 2.0, (150.0, 100.0))
+  face = faces.align_face(_dot_image(landmarks), _StubDetector([Detection(
+      _template_box(2.0, (150.0, 100.0)), landmarks)]), (20, 0, 179, 178), max_zoom=1.7)
+  assert face.zoom == 1.0 and face.coverage == 1.0
+
+
+def test_a_window_centred_off_the_photo_gets_the_limit():
+  # no zoom about the window's centre brings it inside: the most training allows
+  matrix = np.array([[1.0, 0.0, -300.0], [0.0, 1.0, 0.0]])  # the photo lies left of it
+  assert faces.fit_zoom((218, 178), matrix, None, 1.5) == 1.5
+  assert faces.fit_zoom((218, 178), matrix, None, 1.0) == 1.0
+
+
 def test_warnings_name_what_differs_from_training():
   shift = (-120.0, 100.0)  # the face's frame hangs off the photo's left edge
   landmarks = _moved_template(0.0, 2.0, shift)

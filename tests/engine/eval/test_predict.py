@@ -13,9 +13,9 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from engine.data.pipeline import make_dataset
-from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
+from engine.config import AugmentConfig, ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval import faces
-from engine.eval.artifact import PRECISIONS
+from engine.eval.artifact import PRECISIONS, labels_path
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.eval.export import export
 from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, load_image, run_class_names,
@@ -25,13 +25,13 @@ from engine.models import build_model
 
 def write_run_dir(model_dir, data_dir="/nonexistent/shards", backbone="tiny_resnet",
                   num_outputs=1, task="attribute", image_size=(32, 32), crop_box=None,
-                  eval_flip=False) -> str:
+                  eval_flip=False, augment=AugmentConfig()) -> str:
   """A run directory as the trainer leaves it, with random non-trivial BN statistics
   (fresh ones are 0/1, which would hide a batch-norm mix-up)."""
   model_dir = str(model_dir)
   model_config = ModelConfig(backbone, image_size=image_size, num_outputs=num_outputs)
   experiment = ExperimentConfig(input=InputConfig(data_dir, task=task, image_size=image_size,
-                                                  crop_box=crop_box),
+                                                  crop_box=crop_box, augment=augment),
                                 model=model_config,
                                 train=TrainConfig(model_dir=model_dir, eval_flip=eval_flip))
   os.makedirs(os.path.join(model_dir, "best"), exist_ok=True)
@@ -373,8 +373,8 @@ def test_alignment_measures_coverage_over_the_runs_crop_window(tmp_path, monkeyp
   monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.99))
   real_align = faces.align_face
   monkeypatch.setattr(faces, "align_face",
-                      lambda image, detector, window=None: seen.append(window)
-                      or real_align(image, detector, window))
+                      lambda image, detector, window=None, max_zoom=1.0: seen.append(window)
+                      or real_align(image, detector, window, max_zoom))
   model_dir = write_run_dir(tmp_path / "run", crop_box=(0.09, 0.0, 0.82, 1.0))
   photo = str(tmp_path / "photo.jpg")
   cv2.imwrite(photo, np.random.default_rng(0).integers(0, 256, (400, 360, 3), np.uint8))
@@ -406,3 +406,61 @@ def test_faces_are_aligned_unless_already_in_the_training_frame(
   with open(csv_path) as f:
     (row,) = list(csv.DictReader(f))
   assert (row["framing"], row["warnings"]) == ("aligned", "low face score 0.50 (< 0.9)")
+
+
+@pytest.mark.parametrize("augment, max_fit_zoom, zoom", [
+    (AugmentConfig(), None, 1.0),  # trained without zoom-ins: the edge pixels repeat
+    (AugmentConfig(zoom_range=(0.6, 1.7)), None, 1.475),  # enlarged until the crop fits
+    (AugmentConfig(zoom_range=(0.8, 1.7)), None, 1.25),  # only as far as training zoomed
+    (AugmentConfig(zoom_range=(0.6, 1.7)), 1.0, 1.0),  # --max_fit_zoom=1
+])
+def test_a_tight_photo_is_enlarged_as_far_as_the_run_trained(
+    tmp_path, monkeypatch, caplog, augment, max_fit_zoom, zoom):
+  """The stub's face (CelebA's template at 1.5x, from (40, 30)) in a 285x265 photo: the crop
+  box's window (rows 20-198 of the frame) reaches past its right and bottom edges, and
+  needs 1.475x (bottom: 134.25 px of half-height for 91 px of room) to fit."""
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.99))
+  model_dir = write_run_dir(tmp_path / "run", crop_box=(0.09, 0.0, 0.82, 1.0), augment=augment)
+  photo = str(tmp_path / "tight.jpg")
+  cv2.imwrite(photo, np.random.default_rng(0).integers(0, 256, (285, 265, 3), np.uint8))
+  csv_path = str(tmp_path / "p.csv")
+  with caplog.at_level("INFO"):
+    (result,) = predict(PredictConfig(model_dir, (photo,), detect_faces=True, output=csv_path,
+                                      max_fit_zoom=max_fit_zoom))
+  assert result["status"] == "ok" and result["face"]["zoom"] == pytest.approx(zoom, abs=2e-3)
+  edge = [w for w in result["warnings"] if w.startswith("face at the photo's edge")]
+  if zoom == 1.0:
+    assert result["face"]["coverage"] < faces.MIN_FRAME_COVERAGE and edge
+  else:
+    assert result["face"]["coverage"] > faces.MIN_FRAME_COVERAGE and not edge
+  assert (result["face"]["coverage"] == 1.0) == (zoom > 1.4)
+  with open(csv_path) as f:
+    (row,) = list(csv.DictReader(f))
+  assert float(row["zoom"]) == result["face"]["zoom"]
+  source = ("max_fit_zoom" if max_fit_zoom else "the run's training zoom"
+            if augment.max_zoom_in > 1.0 else "the run trained with no zoom-in")
+  assert f"past the photo's edge {'is fitted' if zoom > 1.0 else 'repeats'}" in caplog.text
+  assert f"({source})" in caplog.text
+  assert (f"({int(bool(result['warnings']))} with warnings, {int(zoom > 1.0)} enlarged to fit "
+          "the photo)") in caplog.text
+
+
+def test_an_exported_model_fits_tight_photos_as_its_run_does(tmp_path, monkeypatch):
+  """The artifact's metadata carries the run's training zoom; one exported before it did
+  aligns as predict did then (edge pixels repeated)."""
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.99))
+  model_dir = write_run_dir(tmp_path / "run", crop_box=(0.09, 0.0, 0.82, 1.0),
+                            augment=AugmentConfig(zoom_range=(0.6, 1.7)))
+  photo = str(tmp_path / "tight.jpg")
+  cv2.imwrite(photo, np.random.default_rng(0).integers(0, 256, (285, 265, 3), np.uint8))
+  artifact = export(model_dir, "tflite", str(tmp_path / "m.tflite"), check_images=(photo,))
+  (result,) = predict(PredictConfig(None, (photo,), model=artifact, detect_faces=True))
+  assert result["face"]["zoom"] == pytest.approx(1.475, abs=2e-3)
+  with open(labels_path(artifact)) as f:
+    info = json.load(f)
+  assert info["max_zoom_in"] == pytest.approx(1 / 0.6)
+  del info["max_zoom_in"]
+  with open(labels_path(artifact), "w") as f:
+    json.dump(info, f)
+  (old,) = predict(PredictConfig(None, (photo,), model=artifact, detect_faces=True))
+  assert old["face"]["zoom"] == 1.0
