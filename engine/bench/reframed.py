@@ -47,6 +47,7 @@ class ReframedConfig:
     checkpoint: which weights predict loads.
     max_faces: the first N faces of the split (0: all).
     output_json: where to write the rows.
+    modes: which of MODES to run predict in (each is a pass over every photo).
   """
 
   model_dir: str
@@ -57,6 +58,13 @@ class ReframedConfig:
   checkpoint: str = "best"
   max_faces: int = 0
   output_json: str | None = None
+  modes: tuple[str, ...] = tuple(MODES)
+
+  def validate(self) -> "ReframedConfig":
+    unknown = [m for m in self.modes if m not in MODES]
+    if unknown or not self.modes:
+      raise ValueError(f"modes must be some of {', '.join(MODES)}; got {list(self.modes)}")
+    return self
 
 
 def write_reframed(config: ReframedConfig, framing: framing_lib.Framing
@@ -114,6 +122,7 @@ def score_predictions(results: list[dict], labels: np.ndarray, names: list[str],
 
 
 def run_reframed(config: ReframedConfig) -> dict:
+  config.validate()
   experiment = read_config(config.model_dir)
   task = TASKS.get(experiment.input.task)
   if task.output_kind == "multilabel":
@@ -124,29 +133,40 @@ def run_reframed(config: ReframedConfig) -> dict:
     files, labels = write_reframed(config, framing)
     size = tf.io.extract_jpeg_shape(tf.io.read_file(files[0])).numpy()[:2].tolist()
     row = {"framing": framing.name, "photo_size_hw": size}
-    for mode, settings in MODES.items():
+    for mode in config.modes:
       results = predict(PredictConfig(config.model_dir, (os.path.dirname(files[0]),),
-                                      checkpoint=config.checkpoint, **settings))
+                                      checkpoint=config.checkpoint, **MODES[mode]))
       row[mode] = score_predictions(results, labels, names, task)
       logging.info("%s, predict %s: %.2f%%", framing.name, mode, 100 * row[mode]["accuracy"])
     rows.append(row)
   report = {"model_dir": config.model_dir, "split": config.split,
-            "checkpoint": config.checkpoint, "rows": rows, "markdown": markdown_table(rows)}
+            "checkpoint": config.checkpoint, "rows": rows,
+            "markdown": markdown_table(rows, config.modes)}
   if config.output_json:
     with open(config.output_json, "w") as f:
       json.dump(report, f, indent=2)
   return report
 
 
-def markdown_table(rows: list[dict]) -> str:
-  lines = ["| framing | photo size (h x w) | predict, defaults (detect + align + fit) | "
-           "aligned / no face / warned / enlarged | aligned, not enlarged (warned) | "
-           "predict, as is (no detection) |",
-           "| --- | --- | --- | --- | --- | --- |"]
+_HEADERS = {"default": ("predict, defaults (detect + align + fit)",
+                        "aligned / no face / warned / enlarged"),
+            "unzoomed": ("aligned, not enlarged (warned)",),
+            "as_is": ("predict, as is (no detection)",)}
+
+
+def _cells(mode: str, scored: dict) -> list[str]:
+  accuracy = f"{100 * scored['accuracy']:.2f}%"
+  if mode == "default":
+    return [accuracy, f"{scored['aligned']} / {scored['no_face']} / {scored['warned']} / "
+                      f"{scored['zoomed']} of {scored['faces']}"]
+  return [f"{accuracy} ({scored['warned']})" if mode == "unzoomed" else accuracy]
+
+
+def markdown_table(rows: list[dict], modes: tuple[str, ...] = tuple(MODES)) -> str:
+  headers = ["framing", "photo size (h x w)", *(h for m in modes for h in _HEADERS[m])]
+  lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
   for r in rows:
-    d, u, a = r["default"], r["unzoomed"], r["as_is"]
-    lines.append(f"| {r['framing']} | {r['photo_size_hw'][0]} x {r['photo_size_hw'][1]} | "
-                 f"{100 * d['accuracy']:.2f}% | {d['aligned']} / {d['no_face']} / {d['warned']}"
-                 f" / {d['zoomed']} of {d['faces']} | {100 * u['accuracy']:.2f}% "
-                 f"({u['warned']}) | {100 * a['accuracy']:.2f}% |")
+    cells = [r["framing"], f"{r['photo_size_hw'][0]} x {r['photo_size_hw'][1]}",
+             *(c for m in modes for c in _cells(m, r[m]))]
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -66,6 +66,21 @@ def test_predict_with_its_defaults_aligns_every_photo_and_as_is_none(
   assert "aligned, not enlarged" in report["markdown"].splitlines()[0]
 
 
+def test_modes_choose_the_passes_and_the_columns(celeba_shards, tmp_path, monkeypatch):
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.95))
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
+  report = run_reframed(ReframedConfig(model_dir, split="validation", framings=("clean",),
+                                       max_faces=4, work_dir=str(tmp_path / "photos"),
+                                       modes=("default",)))
+  (row,) = report["rows"]
+  assert "default" in row and "unzoomed" not in row and "as_is" not in row
+  header, rule, line = report["markdown"].splitlines()
+  assert header.count("|") == rule.count("|") == line.count("|") == 5
+  assert "as is" not in header and line.endswith(" / 0 of 4 |")
+  with pytest.raises(ValueError, match="modes must be some of default, unzoomed, as_is"):
+    run_reframed(ReframedConfig(model_dir, modes=("fit",)))
+
+
 def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):
   model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
   with pytest.raises(ValueError, match="no split 'nope'"):
