@@ -16,6 +16,8 @@ from __future__ import annotations
 from absl import app, flags
 
 from engine.bench.reframed import MODES, ReframedConfig, run_reframed
+from engine.eval import framing as framing_lib
+from engine.run.restore import read_config
 from launch import usage
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run directory (required).")
@@ -36,9 +38,15 @@ def main(argv: list[str]) -> None:
   del argv
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required")
-  report = run_reframed(ReframedConfig(
+  config = ReframedConfig(
       _MODEL_DIR.value, _DATA_DIR.value, _SPLIT.value, tuple(_FRAMINGS.value), _WORK_DIR.value,
-      _CHECKPOINT.value, _MAX_FACES.value, _OUTPUT_JSON.value, tuple(_MODES.value)))
+      _CHECKPOINT.value, _MAX_FACES.value, _OUTPUT_JSON.value, tuple(_MODES.value))
+  try:  # an unknown framing, a model_dir that is no run, a split the shards lack: one line
+    framing_lib.parse_framings(config.framings)
+    read_config(config.validate().model_dir)
+  except (OSError, ValueError) as e:
+    usage.fail(e)
+  report = run_reframed(config)
   print(report["markdown"])
 
 

@@ -12,6 +12,7 @@ from engine.config import AugmentConfig, InputConfig
 from engine.eval import faces, framing
 from engine.tasks import TASKS
 from tests.engine.eval.test_predict import _TemplateDetector, write_run_dir
+from tests.launch.test_usage import assert_one_line_error, run
 
 _CROP = (0.09, 0.0, 0.82, 1.0)
 
@@ -85,3 +86,17 @@ def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):
   model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards)
   with pytest.raises(ValueError, match="no split 'nope'"):
     write_reframed(ReframedConfig(model_dir, split="nope"), framing.FRAMINGS["clean"])
+
+
+def test_command_line_mistakes_are_one_line(tmp_path):
+  """A model_dir that is no run and an unknown framing: named in one line, exit 2, before
+  any photo is written."""
+  missing = run("benchmarks.reframed", f"--model_dir={tmp_path / 'nope'}",
+                f"--work_dir={tmp_path / 'photos'}")
+  assert_one_line_error(missing, "benchmarks.reframed", f"{tmp_path / 'nope' / 'config.json'}: "
+                        f"missing; is {tmp_path / 'nope'} a training run directory?")
+  model_dir = write_run_dir(tmp_path / "run", crop_box=_CROP)
+  unknown = run("benchmarks.reframed", f"--model_dir={model_dir}", "--framings=clean,tight2",
+                f"--work_dir={tmp_path / 'photos'}")
+  assert_one_line_error(unknown, "benchmarks.reframed", "unknown framing 'tight2'; known: ")
+  assert not (tmp_path / "photos").exists()
