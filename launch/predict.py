@@ -22,9 +22,10 @@ after its prediction says why the alignment may be off (several faces, a doubtfu
 detection, a face box far from training's, a face at the photo's edge). Where the aligned
 crop would reach past a tight photo's edge, the face is enlarged until it fits, up to the
 zoom-in the run trained with (--max_fit_zoom to change that; 1 repeats the edge pixels
-instead). --detect_faces aligns every image, --aligned none. An image without a face gets a NO_FACE line, which
-is a result, not a failure. The run's flip test-time augmentation applies (--noflip_tta
-to turn it off), so a validation image gets the numbers launch.evaluate gives it.
+instead). --detect_faces aligns every image, --aligned none. An image without a face gets
+a NO_FACE line, which is a result, not a failure. The run's flip test-time augmentation
+applies (--noflip_tta to turn it off), so a validation image gets the numbers
+launch.evaluate gives it.
 A model_dir that is not a run or has no such checkpoint: one line on stderr, exit code 2.
 """
 

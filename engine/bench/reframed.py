@@ -4,11 +4,12 @@
 who skips face detection. This benchmark writes the same re-framed faces as JPEG photos
 (the moved crop window at the stored images' resolution, so a tight chip is a small photo
 of a face and a loose frame a larger one) and runs `engine.eval.predict` on the folder
-three times: with its defaults (photos not of the training frame's size are detected and
-aligned to CelebA's frame, a tight photo's face enlarged up to the run's training zoom so the
-crop stays inside it), aligned without that enlargement (edge pixels repeated), and with
-detection off (the photos resized as they are). A face the detector misses counts as wrong. Per framing it reports both accuracies, how many faces were
-aligned, missed or flagged with a framing warning, so a user sees what the default buys.
+three times (`modes`): with its defaults (photos not of the training frame's size are
+detected and aligned to CelebA's frame, a tight photo's face enlarged up to the run's training
+zoom so the crop stays inside it), aligned without that enlargement (edge pixels repeated), and
+with detection off (the photos resized as they are). A face the detector misses counts as
+wrong. Per framing it reports each pass's accuracy and how many faces were aligned, missed,
+flagged with a framing warning or enlarged, so a user sees what the default buys.
 """
 
 from __future__ import annotations
