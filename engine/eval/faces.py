@@ -255,6 +255,13 @@ def _coverage(image_shape: tuple[int, ...], matrix: np.ndarray,
   return round(float(inside.mean()), 3)
 
 
+def _window_and_centre(window: tuple[int, int, int, int] | None
+                       ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+  """`window` (None: the whole 178x218 frame) and its centre (x, y) in frame pixels."""
+  top, left, height, width = window = window or (0, 0, *CELEBA_CROP_SIZE)
+  return window, np.array([left + (width - 1) / 2, top + (height - 1) / 2])
+
+
 def fit_zoom(image_shape: tuple[int, ...], matrix: np.ndarray,
              window: tuple[int, int, int, int] | None, max_zoom: float) -> float:
   """The least zoom-in (>= 1, at most `max_zoom`) about the window's centre that keeps the
@@ -270,8 +277,7 @@ def fit_zoom(image_shape: tuple[int, ...], matrix: np.ndarray,
   """
   if max_zoom <= 1.0:
     return 1.0
-  top, left, height, width = window or (0, 0, *CELEBA_CROP_SIZE)
-  centre = np.array([left + (width - 1) / 2, top + (height - 1) / 2])
+  (top, left, height, width), centre = _window_and_centre(window)
   inverse = cv2.invertAffineTransform(matrix)
   centre_in_photo = inverse[:, :2] @ centre + inverse[:, 2]
   low = np.array([-0.5, -0.5])  # pixel edges, as _coverage counts them
@@ -291,8 +297,7 @@ def zoom_about(matrix: np.ndarray, zoom: float,
                window: tuple[int, int, int, int] | None) -> np.ndarray:
   """`matrix` (photo -> frame) followed by a `zoom`-fold enlargement about the centre of
   `window` (None: the whole frame)."""
-  top, left, height, width = window or (0, 0, *CELEBA_CROP_SIZE)
-  centre = np.array([left + (width - 1) / 2, top + (height - 1) / 2])
+  _, centre = _window_and_centre(window)
   zoomed = zoom * matrix
   zoomed[:, 2] += (1 - zoom) * centre
   return zoomed
