@@ -16,7 +16,6 @@ from __future__ import annotations
 from absl import app, flags
 
 from engine.bench.reframed import MODES, ReframedConfig, run_reframed
-from engine.eval import framing as framing_lib
 from engine.run.restore import read_config
 from launch import usage
 
@@ -42,7 +41,6 @@ def main(argv: list[str]) -> None:
       _MODEL_DIR.value, _DATA_DIR.value, _SPLIT.value, tuple(_FRAMINGS.value), _WORK_DIR.value,
       _CHECKPOINT.value, _MAX_FACES.value, _OUTPUT_JSON.value, tuple(_MODES.value))
   try:  # an unknown framing, a model_dir that is no run, a split the shards lack: one line
-    framing_lib.parse_framings(config.framings)
     read_config(config.validate().model_dir)
   except (OSError, ValueError) as e:
     usage.fail(e)

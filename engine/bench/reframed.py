@@ -65,6 +65,7 @@ class ReframedConfig:
     unknown = [m for m in self.modes if m not in MODES]
     if unknown or not self.modes:
       raise ValueError(f"modes must be some of {', '.join(MODES)}; got {list(self.modes)}")
+    framing_lib.parse_framings(self.framings)  # an unknown name raises, naming the known ones
     return self
 
 

@@ -80,6 +80,8 @@ def test_modes_choose_the_passes_and_the_columns(celeba_shards, tmp_path, monkey
   assert "as is" not in header and line.endswith(" / 0 of 4 |")
   with pytest.raises(ValueError, match="modes must be some of default, unzoomed, as_is"):
     run_reframed(ReframedConfig(model_dir, modes=("fit",)))
+  with pytest.raises(ValueError, match="unknown framing 'tight2'"):
+    ReframedConfig(model_dir, framings=("clean", "tight2")).validate()
 
 
 def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):
