@@ -8,14 +8,16 @@ with its defaults (detect and align faces not of the training frame's size, enla
 tight photo's face up to the run's training zoom so the crop stays inside the photo), aligned
 without that enlargement (--max_fit_zoom=1: the edge pixels repeat), and with detection off,
 and tabulates the three accuracies and how many faces were aligned, missed, flagged with a
-framing warning or enlarged. --modes=default runs only the first pass (a third of the time).
+framing warning or enlarged. --modes=default runs only the first pass (a third of the time);
+--modes=fallback adds a pass with --no_face=as_is (a photo the detector misses is predicted as
+it is).
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from engine.bench.reframed import MODES, ReframedConfig, run_reframed
+from engine.bench.reframed import DEFAULT_MODES, MODES, ReframedConfig, run_reframed
 from engine.run.restore import read_config
 from launch import usage
 
@@ -29,8 +31,9 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "Which weights predict l
 _MAX_FACES = flags.DEFINE_integer("max_faces", 0, "Only the split's first N faces (0: all).")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Write the rows here.")
 _MODES = flags.DEFINE_multi_enum(
-    "modes", list(MODES), list(MODES), "Which predict passes to run over the photos: default "
-    "(its defaults), unzoomed (aligned with --max_fit_zoom=1), as_is (no detection).")
+    "modes", list(DEFAULT_MODES), list(MODES), "Which predict passes to run over the photos: "
+    "default (its defaults), unzoomed (aligned with --max_fit_zoom=1), as_is (no detection), "
+    "fallback (its defaults with --no_face=as_is).")
 
 
 def main(argv: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Predicts labels for images with a trained run.
 
   python -m launch.predict --model_dir=DIR IMAGE_OR_FOLDER... [--output=preds.csv]
-      [--detect_faces | --aligned] [--max_fit_zoom=Z] [--flip_tta] [--checkpoint=best]
+      [--detect_faces | --aligned] [--max_fit_zoom=Z] [--no_face=skip|as_is] [--flip_tta]
+      [--checkpoint=best]
       [--batch_size=32] [--max_image_pixels=80000000]
   python -m launch.predict --model=EXPORTED_ARTIFACT [--runtime_precision=bfloat16] ...
 
@@ -23,7 +24,9 @@ detection, a face box far from training's, a face at the photo's edge). Where th
 crop would reach past a tight photo's edge, the face is enlarged until it fits, up to the
 zoom-in the run trained with (--max_fit_zoom to change that; 1 repeats the edge pixels
 instead). --detect_faces aligns every image, --aligned none. An image without a face gets
-a NO_FACE line, which is a result, not a failure. The run's flip test-time augmentation
+a NO_FACE line, which is a result, not a failure; --no_face=as_is predicts such a photo as
+it is instead, with a WARNING line saying so (the detector misses some real faces: cut
+off, turned, blurred). The run's flip test-time augmentation
 applies (--noflip_tta to turn it off), so a validation image gets the numbers
 launch.evaluate gives it.
 A model_dir that is not a run or has no such checkpoint: one line on stderr, exit code 2.
@@ -58,6 +61,9 @@ _MAX_FIT_ZOOM = flags.DEFINE_float(
     "max_fit_zoom", None, "How far alignment may enlarge a face so that the crop stays inside "
     "a tight photo (default: as far as the run's training zoomed in; 1: never, the photo's "
     "edge pixels repeat).", lower_bound=1.0, upper_bound=4.0)
+_NO_FACE = flags.DEFINE_enum(
+    "no_face", "skip", ["skip", "as_is"], "A photo where alignment finds no face: skip (a "
+    "NO_FACE line, no label) or as_is (predicted from the photo as it is, with a warning).")
 _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     "max_image_pixels", MAX_IMAGE_PIXELS, "Larger images (width x height, read from the "
     "file's header) are refused before decoding.")
@@ -78,7 +84,8 @@ def main(argv: list[str]) -> int:
       batch_size=_BATCH_SIZE.value, output=_OUTPUT.value, flip_tta=_FLIP_TTA.value,
       detect_faces=False if _ALIGNED.value else _DETECT_FACES.value,
       max_image_pixels=_MAX_IMAGE_PIXELS.value, model=_MODEL.value,
-      runtime_precision=_RUNTIME_PRECISION.value, max_fit_zoom=_MAX_FIT_ZOOM.value))
+      runtime_precision=_RUNTIME_PRECISION.value, max_fit_zoom=_MAX_FIT_ZOOM.value,
+      no_face=_NO_FACE.value))
   for result in results:
     if result["status"] == "ok":
       print(f"{result['file']}\t{result['label']}\t{result['confidence']:.4f}")

@@ -4,12 +4,14 @@
 who skips face detection. This benchmark writes the same re-framed faces as JPEG photos
 (the moved crop window at the stored images' resolution, so a tight chip is a small photo
 of a face and a loose frame a larger one) and runs `engine.eval.predict` on the folder
-three times (`modes`): with its defaults (photos not of the training frame's size are
+once per mode (`modes`): with its defaults (photos not of the training frame's size are
 detected and aligned to CelebA's frame, a tight photo's face enlarged up to the run's training
-zoom so the crop stays inside it), aligned without that enlargement (edge pixels repeated), and
-with detection off (the photos resized as they are). A face the detector misses counts as
-wrong. Per framing it reports each pass's accuracy and how many faces were aligned, missed,
-flagged with a framing warning or enlarged, so a user sees what the default buys.
+zoom so the crop stays inside it), aligned without that enlargement (edge pixels repeated),
+with detection off (the photos resized as they are), and, on request, with `no_face="as_is"`
+(`fallback`: a photo the detector misses is predicted as it is). A face the detector misses
+counts as wrong where predict gives it no label. Per framing it reports each pass's accuracy
+and how many faces were aligned, missed, flagged with a framing warning or enlarged, so a user
+sees what the default buys.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from engine.data import schema
 from engine.data.manifest import read_manifest
 from engine.data.pipeline import eval_records
 from engine.eval import framing as framing_lib
-from engine.eval.predict import PredictConfig, predict, run_class_names
+from engine.eval.predict import NO_FACE_WARNING, PredictConfig, predict, run_class_names
 from engine.run.restore import read_config
 from engine.tasks import TASKS
 
 # predict's settings per mode: its defaults; aligned without enlarging a face that falls off
-# the photo (the edge pixels repeat: the default before fit zoom); no detection.
-MODES = {"default": {}, "unzoomed": {"max_fit_zoom": 1.0}, "as_is": {"detect_faces": False}}
+# the photo (the edge pixels repeat: the default before fit zoom); no detection; the defaults
+# with a missed face predicted as its photo is.
+MODES = {"default": {}, "unzoomed": {"max_fit_zoom": 1.0}, "as_is": {"detect_faces": False},
+         "fallback": {"no_face": "as_is"}}
+DEFAULT_MODES = ("default", "unzoomed", "as_is")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +64,7 @@ class ReframedConfig:
   checkpoint: str = "best"
   max_faces: int = 0
   output_json: str | None = None
-  modes: tuple[str, ...] = tuple(MODES)
+  modes: tuple[str, ...] = DEFAULT_MODES
 
   def validate(self) -> "ReframedConfig":
     unknown = [m for m in self.modes if m not in MODES]
@@ -120,7 +125,9 @@ def score_predictions(results: list[dict], labels: np.ndarray, names: list[str],
           "errors": int(sum(r["status"] == "error" for r in results)),
           "aligned": int(sum(r.get("framing") == "aligned" for r in results)),
           "warned": int(sum(bool(r.get("warnings")) for r in results)),
-          "zoomed": int(sum(r.get("face", {}).get("zoom", 1.0) > 1.0 for r in results))}
+          "zoomed": int(sum(r.get("face", {}).get("zoom", 1.0) > 1.0 for r in results)),
+          "unfaced": int(sum(any(w.startswith(NO_FACE_WARNING) for w in r.get("warnings", []))
+                             for r in results))}
 
 
 def run_reframed(config: ReframedConfig) -> dict:
@@ -153,7 +160,8 @@ def run_reframed(config: ReframedConfig) -> dict:
 _HEADERS = {"default": ("predict, defaults (detect + align + fit)",
                         "aligned / no face / warned / enlarged"),
             "unzoomed": ("aligned, not enlarged (warned)",),
-            "as_is": ("predict, as is (no detection)",)}
+            "as_is": ("predict, as is (no detection)",),
+            "fallback": ("predict, --no_face=as_is (photos without a detected face)",)}
 
 
 def _cells(mode: str, scored: dict) -> list[str]:
@@ -161,10 +169,12 @@ def _cells(mode: str, scored: dict) -> list[str]:
   if mode == "default":
     return [accuracy, f"{scored['aligned']} / {scored['no_face']} / {scored['warned']} / "
                       f"{scored['zoomed']} of {scored['faces']}"]
+  if mode == "fallback":
+    return [f"{accuracy} ({scored['unfaced']})"]
   return [f"{accuracy} ({scored['warned']})" if mode == "unzoomed" else accuracy]
 
 
-def markdown_table(rows: list[dict], modes: tuple[str, ...] = tuple(MODES)) -> str:
+def markdown_table(rows: list[dict], modes: tuple[str, ...] = DEFAULT_MODES) -> str:
   headers = ["framing", "photo size (h x w)", *(h for m in modes for h in _HEADERS[m])]
   lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
   for r in rows:

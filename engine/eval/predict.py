@@ -16,7 +16,9 @@ folder (no alignment in training) takes every image as it is. `detect_faces=True
 `False` forces either way. Where the aligned crop would reach past the photo's edge (a tight
 face chip), the face is enlarged until the crop fits, up to the largest zoom-in the run
 trained with (`faces.fit_zoom`; the result's `face.zoom`), instead of repeating the photo's
-edge pixels into bands no training image had.
+edge pixels into bands no training image had. An image where the detector finds no face is
+a `no_face` result by default; `no_face="as_is"` predicts it from the photo as it is instead,
+with a warning, for photos the detector misses but a person would call faces.
 
 Batches have one static shape (the last one is padded), so one traced function serves
 every batch. A file that cannot be read is an error entry naming it and why, and so is
@@ -53,6 +55,8 @@ from engine.run.restore import load_model
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NO_FACE_CHOICES = ("skip", "as_is")
+NO_FACE_WARNING = "no face found"  # how the warning of a photo predicted without one starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,8 @@ class PredictConfig:
     runtime_precision: the artifact runtime's precision (float32; bfloat16 for OpenVINO).
     max_fit_zoom: how far alignment may enlarge a face to keep the crop inside the photo;
       None: as far as the run's training zoomed in (AugmentConfig.max_zoom_in), 1: never.
+    no_face: where alignment finds no face: "skip" (a `no_face` result, no label) or
+      "as_is" (predicted from the photo as it is, `framing` "as_is", with a warning).
   """
 
   model_dir: str | None
@@ -90,6 +96,7 @@ class PredictConfig:
   model: str | None = None
   runtime_precision: str = "float32"
   max_fit_zoom: float | None = None
+  no_face: str = "skip"
 
   def validate(self) -> "PredictConfig":
     if bool(self.model_dir) == bool(self.model):
@@ -100,6 +107,9 @@ class PredictConfig:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.max_fit_zoom is not None and not 1.0 <= self.max_fit_zoom <= 4.0:
       raise ValueError(f"max_fit_zoom must be in [1, 4], got {self.max_fit_zoom}")
+    if self.no_face not in NO_FACE_CHOICES:
+      raise ValueError(f"no_face must be one of {', '.join(NO_FACE_CHOICES)}, got "
+                       f"{self.no_face!r}")
     if self.max_image_pixels < 1:
       raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
     check_prediction_output(self.output)
@@ -288,13 +298,14 @@ class _Framer:
 
   def __init__(self, detect_faces: bool | None, frame_size: tuple[int, int] | None,
                crop_box: tuple[float, ...] | None = None, max_zoom: float = 1.0,
-               zoom_source: str = "max_fit_zoom"):
+               zoom_source: str = "max_fit_zoom", no_face: str = "skip"):
     self._detect, self._frame_size, self._detector = detect_faces, frame_size, None
-    self._max_zoom, self._zoom_source = max_zoom, zoom_source
+    self._max_zoom, self._zoom_source, self._no_face = max_zoom, zoom_source, no_face
     # the pixels of the aligned frame the model reads, cut as the input pipeline cuts them
     self._window = None if crop_box is None else static_crop_window(faces.CELEBA_CROP_SIZE,
                                                                     crop_box)
-    self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0, "zoomed": 0}
+    self.counts = {"as_is": 0, "aligned": 0, "no_face": 0, "warned": 0, "zoomed": 0,
+                   "no_face_as_is": 0}
 
   def describe(self) -> str:
     if self._detect is None:
@@ -309,7 +320,10 @@ class _Framer:
     fit = (f"a crop past the photo's edge is fitted by enlarging the face up to "
            f"{self._max_zoom:.2f}x ({self._zoom_source})" if self._max_zoom > 1.0 else
            f"a crop past the photo's edge repeats its edge pixels ({self._zoom_source})")
-    return f"face alignment {mode}; {fit}"
+    missed = ("a photo without a detected face is predicted as it is, with a warning "
+              "(no_face=as_is)" if self._no_face == "as_is" else
+              "a photo without a detected face gets no label")
+    return f"face alignment {mode}; {fit}; {missed}"
 
   def needs_detection(self, image: np.ndarray) -> bool:
     if self._detect is not None:
@@ -323,6 +337,12 @@ class _Framer:
     if self._detector is None:
       self._detector = faces.make_detector()
     face = faces.align_face(image, self._detector, self._window, self._max_zoom)
+    if face.status != "ok" and self._no_face == "as_is":
+      self.counts["as_is"] += 1
+      self.counts["no_face_as_is"] += 1
+      warning = f"{NO_FACE_WARNING} ({face.detector}): predicted from the photo as it is"
+      logging.warning("%s: %s", path, warning)
+      return image, {"framing": "as_is", "warnings": [warning]}
     if face.status != "ok":
       self.counts["no_face"] += 1
       return None, {"status": "no_face", "framing": "aligned",
@@ -432,7 +452,8 @@ def predict(config: PredictConfig) -> list[dict]:
                                            else "the run trained with no zoom-in")
   else:
     max_zoom, source = config.max_fit_zoom, "max_fit_zoom"
-  framer = _Framer(config.detect_faces, model.frame_size, model.crop_box, max_zoom, source)
+  framer = _Framer(config.detect_faces, model.frame_size, model.crop_box, max_zoom, source,
+                   config.no_face)
   logging.info("%s; flip TTA %s", framer.describe(), "on" if model.flip_tta else "off")
   results: list[dict] = [{"file": path, "status": None} for path, _ in entries]
 
@@ -451,10 +472,11 @@ def predict(config: PredictConfig) -> list[dict]:
       batcher.add(index, resize(tf.constant(image)).numpy())
   batcher.flush()
   counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "error", "no_face")}
-  logging.info("predicted %d images (%d errors, %d without a face); %d used as they were, "
-               "%d aligned (%d with warnings, %d enlarged to fit the photo)", counts["ok"],
-               counts["error"], counts["no_face"], framer.counts["as_is"],
-               framer.counts["aligned"], framer.counts["warned"], framer.counts["zoomed"])
+  logging.info("predicted %d images (%d errors, %d without a face); %d used as they were "
+               "(%d of them without a detected face), %d aligned (%d with warnings, %d enlarged "
+               "to fit the photo)", counts["ok"], counts["error"], counts["no_face"],
+               framer.counts["as_is"], framer.counts["no_face_as_is"], framer.counts["aligned"],
+               framer.counts["warned"], framer.counts["zoomed"])
   if config.output:
     write_predictions(results, names, config.output)
   return results

@@ -78,10 +78,40 @@ def test_modes_choose_the_passes_and_the_columns(celeba_shards, tmp_path, monkey
   header, rule, line = report["markdown"].splitlines()
   assert header.count("|") == rule.count("|") == line.count("|") == 5
   assert "as is" not in header and line.endswith(" / 0 of 4 |")
-  with pytest.raises(ValueError, match="modes must be some of default, unzoomed, as_is"):
+  with pytest.raises(ValueError, match="modes must be some of default, unzoomed, as_is, fallback"):
     run_reframed(ReframedConfig(model_dir, modes=("fit",)))
   with pytest.raises(ValueError, match="unknown framing 'tight2'"):
     ReframedConfig(model_dir, framings=("clean", "tight2")).validate()
+
+
+class _EveryOtherDetector(_TemplateDetector):
+  """The stub's face in every other photo it is shown; none in the rest."""
+
+  def __init__(self, score: float):
+    super().__init__(score)
+    self.calls = 0
+
+  def detect(self, image):
+    self.calls += 1
+    return super().detect(image) if self.calls % 2 else []
+
+
+def test_the_fallback_pass_predicts_missed_faces_as_they_are(celeba_shards, tmp_path,
+                                                            monkeypatch):
+  """Faces the detector misses count as wrong in the default pass and are predicted as the
+  photo is in the fallback pass: there they score exactly as the as-is pass scores them."""
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _EveryOtherDetector(0.95))
+  model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
+  report = run_reframed(ReframedConfig(model_dir, split="validation", framings=("clean",),
+                                       max_faces=8, work_dir=str(tmp_path / "photos"),
+                                       modes=("default", "fallback")))
+  (row,) = report["rows"]
+  assert (row["default"]["no_face"], row["default"]["unfaced"]) == (4, 0)
+  assert (row["fallback"]["no_face"], row["fallback"]["unfaced"]) == (0, 4)
+  assert row["fallback"]["aligned"] == 4
+  assert row["fallback"]["accuracy"] >= row["default"]["accuracy"]  # only predictions added
+  header, _, line = report["markdown"].splitlines()
+  assert "--no_face=as_is" in header and line.endswith(f"({row['fallback']['unfaced']}) |")
 
 
 def test_a_split_the_shards_lack_is_named(celeba_shards, tmp_path):

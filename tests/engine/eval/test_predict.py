@@ -408,6 +408,49 @@ def test_faces_are_aligned_unless_already_in_the_training_frame(
   assert (row["framing"], row["warnings"]) == ("aligned", "low face score 0.50 (< 0.9)")
 
 
+class _NoFaceDetector:
+  name = "stub"
+
+  def detect(self, image):
+    del image
+    return []
+
+
+def test_a_photo_without_a_face_is_skipped_or_predicted_as_it_is(tmp_path, monkeypatch, caplog):
+  """Skipped by default (no label); with no_face="as_is" it gets exactly the prediction the
+  photo gets unaligned, a warning, and the summary counts it; a photo with a face is aligned
+  either way."""
+  model_dir = write_run_dir(tmp_path / "run", crop_box=(0.09, 0.0, 0.82, 1.0))
+  rng = np.random.default_rng(0)
+  photos = []
+  for name in ("a.jpg", "b.jpg"):
+    photos.append(str(tmp_path / name))
+    cv2.imwrite(photos[-1], rng.integers(0, 256, (300, 260, 3), np.uint8))
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _NoFaceDetector())
+  skipped = predict(PredictConfig(model_dir, tuple(photos)))
+  assert [r["status"] for r in skipped] == ["no_face", "no_face"]
+  unaligned = predict(PredictConfig(model_dir, tuple(photos), detect_faces=False))
+  csv_path = str(tmp_path / "p.csv")
+  with caplog.at_level("INFO"):
+    fallback = predict(PredictConfig(model_dir, tuple(photos), no_face="as_is", output=csv_path))
+  for got, want in zip(fallback, unaligned):
+    assert (got["status"], got["framing"], got["label"]) == ("ok", "as_is", want["label"])
+    assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
+    assert got["warnings"] == ["no face found (stub): predicted from the photo as it is"]
+  assert "a photo without a detected face is predicted as it is" in caplog.text
+  assert "2 used as they were (2 of them without a detected face), 0 aligned" in caplog.text
+  with open(csv_path) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["status"], r["framing"]) for r in rows] == [("ok", "as_is")] * 2
+  assert all(r["warnings"].startswith("no face found") for r in rows)
+  # a face found: aligned as always, no_face changes nothing
+  monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _TemplateDetector(0.99))
+  (found,) = predict(PredictConfig(model_dir, tuple(photos[:1]), no_face="as_is"))
+  assert found["framing"] == "aligned" and not any("no face" in w for w in found["warnings"])
+  with pytest.raises(ValueError, match="no_face must be one of skip, as_is"):
+    PredictConfig(model_dir, tuple(photos), no_face="guess").validate()
+
+
 @pytest.mark.parametrize("augment, max_fit_zoom, zoom", [
     (AugmentConfig(), None, 1.0),  # trained without zoom-ins: the edge pixels repeat
     (AugmentConfig(zoom_range=(0.6, 1.7)), None, 1.475),  # enlarged until the crop fits
