@@ -312,19 +312,25 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
   return intersection / union if union > 0 else 0.0
 
 
+def _under(value: float) -> str:
+  """`value` cut (not rounded) to 2 decimals: a score of 0.8996 under a 0.9 threshold reads
+  0.89, not 0.90."""
+  return f"{np.floor(value * 100 + 1e-9) / 100:.2f}"
+
+
 def framing_warnings(face: AlignedFace) -> list[str]:
   """Why an aligned face may be outside what a CelebA-trained model saw (empty: none)."""
   warnings = []
   if face.num_faces > 1:
     warnings.append(f"{face.num_faces} faces; the largest was used")
   if face.detection.score < MIN_FACE_SCORE:
-    warnings.append(f"low face score {face.detection.score:.2f} (< {MIN_FACE_SCORE})")
+    warnings.append(f"low face score {_under(face.detection.score)} (< {MIN_FACE_SCORE})")
   iou = box_iou(face.box_in_frame, CELEBA_FACE_BOX)
   if iou < MIN_FRAME_IOU:
-    warnings.append(f"face box far from the training framing (IoU {iou:.2f} < {MIN_FRAME_IOU})")
+    warnings.append(f"face box far from the training framing (IoU {_under(iou)} < {MIN_FRAME_IOU})")
   if face.coverage < MIN_FRAME_COVERAGE:
-    warnings.append(f"face at the photo's edge: {100 * face.coverage:.0f}% of the crop is "
-                    "in the photo")
+    warnings.append(f"face at the photo's edge: {np.floor(100 * face.coverage + 1e-9):.0f}% "
+                    "of the crop is in the photo")
   return warnings
 
 

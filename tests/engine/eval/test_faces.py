@@ -164,6 +164,14 @@ def test_warnings_name_what_differs_from_training():
   assert warnings[3].startswith("face at the photo's edge: ")
 
 
+def test_warnings_cut_numbers_instead_of_rounding_them_up_to_the_threshold():
+  """A score of 0.8996 is under 0.9: the warning says 0.89, never "0.90 (< 0.9)"."""
+  landmarks = _moved_template(0.0, 2.0, (150.0, 100.0))
+  face = faces.align_face(_dot_image(landmarks), _StubDetector(
+      [Detection(_template_box(2.0, (150.0, 100.0)), landmarks, score=0.8996)]))
+  assert faces.framing_warnings(face) == ["low face score 0.89 (< 0.9)"]
+
+
 def test_box_iou():
   assert faces.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
   assert faces.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
