@@ -30,10 +30,10 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "runs/reframed", "The photos go here
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "Which weights predict loads.")
 _MAX_FACES = flags.DEFINE_integer("max_faces", 0, "Only the split's first N faces (0: all).")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Write the rows here.")
-_MODES = flags.DEFINE_multi_enum(
-    "modes", list(DEFAULT_MODES), list(MODES), "Which predict passes to run over the photos: "
-    "default (its defaults), unzoomed (aligned with --max_fit_zoom=1), as_is (no detection), "
-    "fallback (its defaults with --no_face=as_is).")
+_MODES = flags.DEFINE_list(
+    "modes", list(DEFAULT_MODES), f"Which predict passes to run over the photos, some of "
+    f"{','.join(MODES)}: default (its defaults), unzoomed (aligned with --max_fit_zoom=1), "
+    "as_is (no detection), fallback (its defaults with --no_face=as_is).")
 
 
 def main(argv: list[str]) -> None:
