@@ -312,10 +312,10 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
   return intersection / union if union > 0 else 0.0
 
 
-def _under(value: float) -> str:
-  """`value` cut (not rounded) to 2 decimals: a score of 0.8996 under a 0.9 threshold reads
-  0.89, not 0.90."""
-  return f"{np.floor(value * 100 + 1e-9) / 100:.2f}"
+def _cut(value: float) -> float:
+  """`value` cut (not rounded) to 2 decimals, for warnings about values under a threshold: a
+  score of 0.8996 under 0.9 reads 0.89, not 0.90."""
+  return float(np.floor(value * 100 + 1e-9) / 100)
 
 
 def framing_warnings(face: AlignedFace) -> list[str]:
@@ -324,13 +324,13 @@ def framing_warnings(face: AlignedFace) -> list[str]:
   if face.num_faces > 1:
     warnings.append(f"{face.num_faces} faces; the largest was used")
   if face.detection.score < MIN_FACE_SCORE:
-    warnings.append(f"low face score {_under(face.detection.score)} (< {MIN_FACE_SCORE})")
+    warnings.append(f"low face score {_cut(face.detection.score):.2f} (< {MIN_FACE_SCORE})")
   iou = box_iou(face.box_in_frame, CELEBA_FACE_BOX)
   if iou < MIN_FRAME_IOU:
-    warnings.append(f"face box far from the training framing (IoU {_under(iou)} < {MIN_FRAME_IOU})")
+    warnings.append(f"face box far from the training framing (IoU {_cut(iou):.2f} < {MIN_FRAME_IOU})")
   if face.coverage < MIN_FRAME_COVERAGE:
-    warnings.append(f"face at the photo's edge: {np.floor(100 * face.coverage + 1e-9):.0f}% "
-                    "of the crop is in the photo")
+    warnings.append(f"face at the photo's edge: {100 * _cut(face.coverage):.0f}% of the crop "
+                    "is in the photo")
   return warnings
 
 

@@ -99,7 +99,7 @@ class _EveryOtherDetector(_TemplateDetector):
 def test_the_fallback_pass_predicts_missed_faces_as_they_are(celeba_shards, tmp_path,
                                                             monkeypatch):
   """Faces the detector misses count as wrong in the default pass and are predicted as the
-  photo is in the fallback pass: there they score exactly as the as-is pass scores them."""
+  photo is in the fallback pass, which counts them; the faces found are aligned in both."""
   monkeypatch.setattr(faces, "make_detector", lambda kind="auto": _EveryOtherDetector(0.95))
   model_dir = write_run_dir(tmp_path / "run", data_dir=celeba_shards, crop_box=_CROP)
   report = run_reframed(ReframedConfig(model_dir, split="validation", framings=("clean",),
