@@ -27,7 +27,7 @@ from engine.data.decode import crop_and_resize_fn
 from engine.data.manifest import read_split_manifest
 from engine.data.pipeline import make_dataset
 from engine.eval.artifact import PRECISIONS, load_runner
-from engine.eval.predict import expand_inputs, load_image
+from engine.eval.image_files import expand_inputs, load_image
 
 TOLERANCES = {"float32": 1e-3, "bfloat16": 3e-2}
 _BATCH_SIZE = 16

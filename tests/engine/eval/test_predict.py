@@ -18,8 +18,8 @@ from engine.eval import faces
 from engine.eval.artifact import PRECISIONS, labels_path
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.eval.export import export
-from engine.eval.predict import (MAX_IMAGE_PIXELS, PredictConfig, load_image, run_class_names,
-                                 predict)
+from engine.eval.image_files import load_image
+from engine.eval.predict import MAX_IMAGE_PIXELS, PredictConfig, run_class_names, predict
 from engine.models import build_model
 
 
