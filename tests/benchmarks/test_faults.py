@@ -1,8 +1,9 @@
 """The fault campaign: each scenario of issue 12 on real processes, one test per row.
 
 The scenarios are slow (each starts TensorFlow processes, ~10 s apiece on 2 cores):
-`pytest -m faults`. The kill -9 scenario makes 3 kills here (the command's default is 10).
-The harness's own pieces are tested fast, below.
+`make test-faults` (`pytest -m faults`), which CI runs after the suite. The kill -9 scenario
+makes 3 kills here (the command's default is 10). The harness's own pieces are tested fast,
+below, in the suite.
 """
 
 from __future__ import annotations
