@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 3 --dist loadfile -m "not slow"
 
 ## The fault campaign (benchmarks.faults' scenarios on real processes). Scenarios spread over
-## 2 processes (--dist load), each with its own data and reference run: 3 minutes, not 5.
+## 2 processes (--dist load), each with its own data and reference run: 3-4 minutes, not 5.
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist load -m faults tests/benchmarks/test_faults.py
 
