@@ -20,6 +20,12 @@ shifts, tilts. Each fold's worst framing is its robustness score, and
 `select_by="worst_framing"` chooses the recipe by the fold mean of that worst point instead
 of the clean accuracy: robustness chosen on the training partition too, never on validation.
 
+Every run is scored with its final weights by default (`checkpoint="latest"`). The trainer
+also keeps the weights that scored best on its evaluation split, but for a fold run that split
+is the held-out fold and for the full run the validation split: scored there, the best
+checkpoint's figure took part in choosing it. `checkpoint="best"` scores those instead (the
+protocol of the tables measured before 2026-12-02), and says so in the table.
+
 A rerun resumes every run from its checkpoints and reuses every evaluation whose weights,
 shards and settings are unchanged (saved in the run directory as recipes_eval.json), so a
 candidate added to a finished table costs only its own runs.
@@ -28,6 +34,8 @@ candidate added to a finished table costs only its own runs.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +54,7 @@ from engine.train import train
 
 
 VALIDATE = ("all", "best", "none")
+CHECKPOINTS = ("latest", "best")
 # select_by -> the cross-validation result's key it maximises
 _SELECT_KEYS = {"accuracy": "mean", "worst_framing": "worst_framing_mean"}
 SELECT_BY = tuple(_SELECT_KEYS)
@@ -69,6 +78,8 @@ class RecipeTableConfig:
       framings (engine.eval.framing names; "standard" is the whole curve).
     select_by: what "best" maximises: the fold mean of the clean "accuracy", or of each
       fold's "worst_framing" accuracy (needs framings).
+    checkpoint: the weights each run is scored with: "latest" (the final weights, EMA when
+      the run kept them) or "best" (those the trainer chose on the very split scored).
   """
 
   experiment: ExperimentConfig
@@ -82,10 +93,14 @@ class RecipeTableConfig:
   validate: str = "all"
   framings: tuple[str, ...] = ()
   select_by: str = "accuracy"
+  checkpoint: str = "latest"
 
   def validated(self) -> "RecipeTableConfig":
     if self.validate not in VALIDATE:
       raise ValueError(f"validate must be one of {', '.join(VALIDATE)}, got {self.validate!r}")
+    if self.checkpoint not in CHECKPOINTS:
+      raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got "
+                       f"{self.checkpoint!r}")
     if self.select_by not in SELECT_BY:
       raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
     if self.select_by == "worst_framing" and not (self.framings and self.cv_folds):
@@ -127,27 +142,37 @@ class SweepStopped(RuntimeError):
   instead of scoring a half-trained run and going on to the next one."""
 
 
-def _train_and_evaluate(experiment: ExperimentConfig,
-                        framings: tuple[str, ...]) -> tuple[dict, dict]:
+def _train_and_evaluate(experiment: ExperimentConfig, framings: tuple[str, ...],
+                        checkpoint: str) -> tuple[dict, dict]:
   summary = train(experiment)
   if summary["stopped_by"] == "SIGTERM":
     raise SweepStopped(
         f"{experiment.train.model_dir}: stopped by SIGTERM at step {summary['step']} of "
         f"{summary['total_steps']} (checkpoint saved); the table stops here with what "
         "finished. Rerun the same command to resume")
-  return summary, _evaluation(EvalConfig(experiment.train.model_dir, checkpoint="best",
+  return summary, _evaluation(EvalConfig(experiment.train.model_dir, checkpoint=checkpoint,
                                          split=experiment.eval_split, framings=framings),
                                experiment.input.data_dir)
 
 
+def _weights_sha256(model_dir: str, checkpoint: str) -> str:
+  """SHA-256 of the weights a checkpoint name means: the best weights' one file, or every
+  file of a training checkpoint (its .index and .data-* shards, in name order)."""
+  kind, path = resolve_checkpoint(model_dir, checkpoint)
+  if kind == "h5":
+    return file_sha256(path)
+  files = sorted(glob.glob(glob.escape(path) + ".*"))
+  return hashlib.sha256("".join(f"{os.path.basename(f)}:{file_sha256(f)}\n"
+                                for f in files).encode()).hexdigest()
+
+
 def _evaluation(config: EvalConfig, data_dir: str) -> dict:
-  """evaluate(config) of a run's best weights, or the report a previous run of the table
-  saved for the same weights file (SHA-256), the same shards (manifest.json's SHA-256, which
-  lists every shard's) and the same settings: a rerun that adds a candidate re-scores
-  nothing else. `data_dir`: the run's shards, which `config` (data_dir None) evaluates."""
-  _, weights = resolve_checkpoint(config.model_dir, config.checkpoint)  # "best": one file
+  """evaluate(config) of a run's weights, or the report a previous run of the table saved
+  for the same weights (SHA-256), the same shards (manifest.json's SHA-256, which lists every
+  shard's) and the same settings: a rerun that adds a candidate re-scores nothing else.
+  `data_dir`: the run's shards, which `config` (data_dir None) evaluates."""
   key = {"eval": json.loads(json.dumps(dataclasses.asdict(config))),
-         "weights_sha256": file_sha256(weights),
+         "weights_sha256": _weights_sha256(config.model_dir, config.checkpoint),
          "manifest_sha256": file_sha256(os.path.join(data_dir, "manifest.json"))}
   path = os.path.join(config.model_dir, SAVED_EVALUATION)
   if os.path.exists(path):
@@ -187,8 +212,8 @@ def candidates(config: RecipeTableConfig) -> list[Candidate]:
 def cross_validate(config: RecipeTableConfig, candidate: Candidate) -> dict:
   """Identity-disjoint K-fold estimate of the recipe on the training partition.
 
-  Each fold run selects its checkpoint on its own held-out fold, exactly as the full run
-  does on the validation split, so the fold scores estimate what that protocol yields.
+  Each fold run is scored on its held-out fold with `config.checkpoint`'s weights, as the
+  full run is on the validation split, so the fold scores estimate what that protocol yields.
   """
   fold_dirs = write_identity_folds(FoldConfig(
       config.experiment.input.data_dir, os.path.join(config.work_dir, "folds"),
@@ -197,8 +222,9 @@ def cross_validate(config: RecipeTableConfig, candidate: Candidate) -> dict:
   for k, fold_dir in enumerate(fold_dirs):
     experiment = _variant(candidate.experiment, candidate.backbone,
                           os.path.join(candidate.run_dir, f"fold-{k}"), fold_dir)
-    summary, report = _train_and_evaluate(experiment, config.framings)
+    summary, report = _train_and_evaluate(experiment, config.framings, config.checkpoint)
     folds.append({"fold": k, "val_accuracy": report["metrics"]["accuracy"],
+                  "checkpoint_step": report["checkpoint_step"],
                   "val_examples": report["num_examples"],
                   "train_minutes": summary["wall_seconds"] / 60,
                   "worst_framing": _worst_framing(report)})
@@ -229,7 +255,8 @@ def _cv_row(candidate: Candidate, cv: dict | None, not_validated: str | None) ->
           "epochs": candidate.experiment.train.epochs, "cross_validation": cv,
           "validated": not_validated is None, "not_validated": not_validated,
           "model_dir": None, "val_accuracy": None, "val_f1_macro": None,
-          "recall_by_class": {}, "slices": None, "best_step": None, "train_minutes": None,
+          "recall_by_class": {}, "slices": None, "best_step": None, "checkpoint_step": None,
+          "train_minutes": None,
           "train_images_per_sec": None, "precision": None, "latency_p50_ms": None,
           "cv_gap": None, "val_worst_framing": None}
 
@@ -238,7 +265,7 @@ def _validated_row(candidate: Candidate, cv: dict | None, config: RecipeTableCon
   """Trains the candidate on the training split and scores it on the validation split."""
   row = _cv_row(candidate, cv, None)
   experiment = _variant(candidate.experiment, candidate.backbone, candidate.run_dir)
-  summary, report = _train_and_evaluate(experiment, config.framings)
+  summary, report = _train_and_evaluate(experiment, config.framings, config.checkpoint)
   latency = run_latency_benchmark(LatencyConfig(
       backbones=(candidate.backbone,), image_size=tuple(experiment.model.image_size),
       precisions=(experiment.train.precision,), xla=(False,),
@@ -250,6 +277,7 @@ def _validated_row(candidate: Candidate, cv: dict | None, config: RecipeTableCon
               "val_f1_macro": metrics["f1_macro"], "recall_by_class": recalls,
               "slices": report.get("slices"),
               "best_step": summary["best"]["best_step"],
+              "checkpoint_step": report["checkpoint_step"],
               "train_minutes": summary["wall_seconds"] / 60,
               "train_images_per_sec": summary["train_images_per_sec"],
               "precision": summary["precision"],
@@ -281,8 +309,15 @@ def _framing_cell(row: dict) -> str:
   return " / ".join(parts)
 
 
-def markdown_table(rows: list[dict], framings: bool = False) -> str:
-  """The README's table; `framings` adds the worst-framing column."""
+_WEIGHTS_SCORED = {
+    "latest": "Each run scored with its final weights.",
+    "best": "Each run scored with its best checkpoint, chosen on the split scored: the figures "
+            "lean optimistic."}
+
+
+def markdown_table(rows: list[dict], framings: bool = False, checkpoint: str = "latest") -> str:
+  """The README's table, and below it which weights were scored; `framings` adds the
+  worst-framing column."""
   extra = " worst framing: cross-validated / val |" if framings else ""
   header = ("| recipe | cross-validated accuracy | val accuracy |" + extra + " val F1 (macro) | "
             "recall female / male | epochs | train minutes | train images/s | batch-1 p50 ms |")
@@ -300,7 +335,7 @@ def markdown_table(rows: list[dict], framings: bool = False) -> str:
                  f"{_percent(r['val_accuracy'])} |{framing_cell} {r['val_f1_macro']:.4f} | "
                  f"{recall} | {r['epochs']} | {r['train_minutes']:.1f} | "
                  f"{r['train_images_per_sec']:.0f} | {latency} |")
-  return "\n".join(lines)
+  return "\n".join(lines + ["", _WEIGHTS_SCORED[checkpoint]])
 
 
 def run_recipe_table(config: RecipeTableConfig) -> dict:
@@ -316,7 +351,8 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
               "variants": {name: json.loads(e.to_json()) for name, e in config.variants},
               "cv_folds": config.cv_folds, "validate": config.validate, "rows": rows,
               "framings": list(config.framings), "select_by": config.select_by,
-              "markdown": markdown_table(rows, bool(config.framings))}
+              "checkpoint": config.checkpoint,
+              "markdown": markdown_table(rows, bool(config.framings), config.checkpoint)}
     if config.output_json:
       atomic_write_json(config.output_json, report)
     return report

@@ -138,6 +138,7 @@ def evaluate(config: EvalConfig) -> dict:
       "model_dir": config.model_dir, "data_dir": input_config.data_dir, "split": config.split,
       "checkpoint": config.checkpoint, "checkpoint_path": source.path,
       "checkpoint_step": source.step, "ema": source.ema, "flip_tta": config.flip_tta,
+      "selection": checkpoint_selection(config.model_dir, experiment, source.path, config.split),
       "ensemble": members,
       "task": input_config.task,
       "label_attribute": (input_config.label_attribute if task.uses_label_attribute
@@ -162,6 +163,23 @@ def evaluate(config: EvalConfig) -> dict:
     logging.info("wrote %s", config.output_json)
   print(format_report(report))  # the console report is this function's product
   return report
+
+
+def checkpoint_selection(model_dir: str, experiment, weights_path: str,
+                         split: str) -> dict | None:
+  """How the weights were chosen, when they are the run's best checkpoint; None otherwise.
+
+  The trainer keeps as "best" the weights with the best `monitor` on its `eval_split`. Scored
+  on that same split (`on_scored_split`), the figure took part in choosing them and leans
+  optimistic; the run's final weights ("latest") or another split involve no such choice.
+  Splits are matched by name: a re-sharded copy of the same faces (e.g. with more attributes)
+  keeps its split's name.
+  """
+  best_dir = os.path.abspath(os.path.join(model_dir, "best"))
+  if os.path.dirname(os.path.abspath(weights_path)) != best_dir:
+    return None
+  return {"monitor": experiment.train.monitor, "split": experiment.eval_split,
+          "data_dir": experiment.input.data_dir, "on_scored_split": split == experiment.eval_split}
 
 
 def _framing_curve(predict, task: Task, config: InputConfig, manifest: dict,
@@ -333,6 +351,11 @@ def format_report(report: dict) -> str:
            + (f" of the manifest's {report['manifest_examples']} ({report['skipped_examples']} "
               "unreadable, skipped)" if report["skipped_examples"] else "")
            + (", flip TTA" if report["flip_tta"] else "")]
+  chosen = report.get("selection")
+  if chosen and chosen["on_scored_split"]:
+    lines.append(f"note: these weights are the run's best by {chosen['monitor']} on its "
+                 f"'{chosen['split']}' split ({chosen['data_dir']}), the split scored here: "
+                 "its figures lean optimistic; --checkpoint=latest scores the final weights")
   for member in report.get("ensemble") or []:
     lines.append(f"  averaged with {member['model_dir']} [{member['checkpoint_path']}, step "
                  f"{member['checkpoint_step']}" + (", EMA" if member["ema"] else "") + "]")

@@ -34,19 +34,39 @@ def test_one_row_per_backbone_with_accuracy_time_and_latency(celeba_shards, tmp_
   assert "| tiny_resnet |" in report["markdown"]
   assert json.loads(out.read_text())["rows"][0]["model_dir"].endswith("tiny_resnet")
 
+  # Scored with the final weights (the last of 24 steps), not the best checkpoint.
+  assert row["checkpoint_step"] == 24 and report["checkpoint"] == "latest"
+  assert "scored with its final weights" in report["markdown"]
+
   # A rerun reuses the evaluation of the same weights, shards and settings, and only that.
   calls = []
   real_evaluate = recipes.evaluate
   monkeypatch.setattr(recipes, "evaluate", lambda c: calls.append(c) or real_evaluate(c))
   assert run_recipe_table(config)["rows"][0]["val_accuracy"] == row["val_accuracy"]
   assert not calls
-  model, _, source = load_model(row["model_dir"])  # other weights in the same file
+  state = os.path.join(row["model_dir"], "checkpoints", "checkpoint")
+  with open(state) as f:
+    text = f.read()
+  final = recipes._weights_sha256(row["model_dir"], "latest")
+  with open(state, "w") as f:  # "latest" names the epoch-1 checkpoint: other weights
+    f.write(text.replace('model_checkpoint_path: "ckpt-24"', 'model_checkpoint_path: "ckpt-12"'))
+  assert recipes._weights_sha256(row["model_dir"], "latest") != final
+  with open(state, "w") as f:
+    f.write(text)
+  assert recipes._weights_sha256(row["model_dir"], "latest") == final
+
+  best = dataclasses.replace(config, checkpoint="best")  # the trainer's choice, said so
+  report = run_recipe_table(best)
+  assert len(calls) == 1 and calls[0].checkpoint == "best"
+  assert report["rows"][0]["checkpoint_step"] == report["rows"][0]["best_step"]
+  assert "chosen on the split scored" in report["markdown"]
+  model, _, source = load_model(row["model_dir"])  # other weights in the best file
   model.set_weights([w * 0.5 for w in model.get_weights()])
   model.save_weights(source.path)
-  run_recipe_table(config)
-  assert len(calls) == 1
+  run_recipe_table(best)
+  assert len(calls) == 2
   run_recipe_table(dataclasses.replace(config, framings=("clean",)))  # other settings
-  assert len(calls) == 2 and calls[1].framings == ("clean",)
+  assert len(calls) == 3 and calls[2].framings == ("clean",)
 
 
 def test_cross_validation_then_validation_of_only_the_best_variant(
@@ -76,6 +96,9 @@ def test_cross_validation_then_validation_of_only_the_best_variant(
   assert cv["min"] == min(accuracies) and cv["max"] == max(accuracies)
   assert winner["cv_gap"] == pytest.approx(winner["val_accuracy"] - cv["mean"])
   assert "2 folds" in report["markdown"]
+  for k, fold in enumerate(cv["folds"]):  # scored with each fold run's final weights
+    fold_run = tmp_path / "runs" / winner["variant"] / "tiny_resnet" / f"fold-{k}"
+    assert fold["checkpoint_step"] == json.loads((fold_run / "summary.json").read_text())["step"]
   # Every fold's worst framing is the lower of its two points, and it is what chose.
   for fold in cv["folds"]:
     assert fold["worst_framing"]["name"] in ("clean", "loose_0.7")
@@ -171,6 +194,7 @@ def test_the_best_candidate_is_chosen_by_the_asked_score():
     ({"select_by": "worst_framing", "cv_folds": 2}, "set cv_folds and framings"),
     ({"framings": ("clean", "sideways")}, "unknown framing 'sideways'"),
     ({"select_by": "robustness"}, "select_by must be one of"),
+    ({"checkpoint": "final"}, "checkpoint must be one of latest, best"),
 ])
 def test_bad_selection_is_refused_before_training(celeba_shards, tmp_path, kwargs, match):
   with pytest.raises(ValueError, match=match):

@@ -15,7 +15,7 @@ from engine.data.manifest import read_manifest
 from engine.data.pipeline import make_dataset
 from engine.config import ExperimentConfig, InputConfig, ModelConfig, TrainConfig
 from engine.eval import framing, metrics
-from engine.eval.evaluate import EvalConfig, evaluate
+from engine.eval.evaluate import EvalConfig, evaluate, format_report
 from engine.models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -73,6 +73,23 @@ def test_every_example_once_with_slices_json_and_png(run, celeba_shards, tmp_pat
   assert png is not None and png.shape[2] == 3
   assert glob.glob(os.path.join(out_dir, "events.out.tfevents.*"))
   assert report["checkpoint_step"] == 12  # TensorBoard's point is at the weights' own step
+  # The run chose these weights on this very split: the report and the console say so.
+  assert report["selection"] == {"monitor": "val_accuracy", "split": "validation",
+                                 "data_dir": celeba_shards, "on_scored_split": True}
+  assert "lean optimistic; --checkpoint=latest" in format_report(report)
+
+
+def test_best_weights_on_another_split_or_other_weights_carry_no_selection_note(run, tmp_path):
+  model_dir, model = run
+  best = os.path.join(model_dir, "best", "model.weights.h5")
+  report = evaluate(EvalConfig(model_dir, split="test", batch_size=16))
+  assert report["selection"]["on_scored_split"] is False
+  assert "optimistic" not in format_report(report)
+  other = str(tmp_path / "elsewhere.weights.h5")  # the same weights, not the run's best file
+  model.save_weights(other)
+  report = evaluate(EvalConfig(model_dir, split="validation", batch_size=16, checkpoint=other))
+  assert report["selection"] is None and "optimistic" not in format_report(report)
+  assert report["checkpoint_path"] == other != best
 
 
 def test_flip_tta_and_missing_checkpoint(run, celeba_shards):
