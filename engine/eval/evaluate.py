@@ -31,7 +31,7 @@ from engine.data.manifest import read_split_manifest
 from engine.data.pipeline import eval_records, make_dataset
 from engine.eval import fairness, framing, metrics
 from engine.eval.inference import make_predict_fn, predict_padded
-from engine.run.restore import load_model
+from engine.run.restore import is_best_weights, load_model
 from engine.tasks import TASKS, Task
 
 # Identity-size buckets (examples of that identity in the split): [1], [2, 3], [4, 7], ...
@@ -175,8 +175,7 @@ def checkpoint_selection(model_dir: str, experiment, weights_path: str,
   Splits are matched by name: a re-sharded copy of the same faces (e.g. with more attributes)
   keeps its split's name.
   """
-  best_dir = os.path.abspath(os.path.join(model_dir, "best"))
-  if os.path.dirname(os.path.abspath(weights_path)) != best_dir:
+  if not is_best_weights(model_dir, weights_path):
     return None
   return {"monitor": experiment.train.monitor, "split": experiment.eval_split,
           "data_dir": experiment.input.data_dir, "on_scored_split": split == experiment.eval_split}

@@ -80,12 +80,16 @@ def load_model(model_dir: str, checkpoint: str = "best"
   return model, config, source
 
 
+def is_best_weights(model_dir: str, path: str) -> bool:
+  """Whether `path` is the run's own best weights (in model_dir/best/), which the trainer
+  chose by its monitor on its evaluation split."""
+  return os.path.dirname(os.path.abspath(path)) == os.path.abspath(os.path.join(model_dir, "best"))
+
+
 def _best_step(model_dir: str, path: str) -> int | None:
   """The step of the run's own best weights (best/metrics.json); None for other files."""
-  best_dir = os.path.join(model_dir, "best")
-  metrics_path = os.path.join(best_dir, "metrics.json")
-  if os.path.dirname(os.path.abspath(path)) != os.path.abspath(best_dir) or \
-      not os.path.exists(metrics_path):
+  metrics_path = os.path.join(model_dir, "best", "metrics.json")
+  if not is_best_weights(model_dir, path) or not os.path.exists(metrics_path):
     return None
   with open(metrics_path) as f:
     return int(json.load(f)["step"])
