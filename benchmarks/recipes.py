@@ -22,7 +22,8 @@ candidate, on that backbone. --framings=standard also scores every held-out fold
 validation split re-framed (tight chips, loose frames, shifts, tilts), and
 --select_by=worst_framing chooses the recipe by the folds' worst framing instead of their
 clean accuracy. --validate=none stops after the folds: a recipe's cross-validated estimate
-(e.g. with more folds) without another look at the validation split.
+(e.g. with more folds) without another look at the validation split; with it,
+--cv_train_fraction=0.5 trains each fold on half its people: a learning curve's point.
 
 Each run is scored with its final weights; --checkpoint=best scores the trainer's best
 checkpoint instead, which was chosen on the very split it is scored on (held-out fold or
@@ -49,6 +50,8 @@ _CV_FOLDS = flags.DEFINE_integer(
     "cv_folds", 0, "Identity-disjoint K-fold cross-validation on the training split before the "
     "validation run (0: off).")
 _CV_SEED = flags.DEFINE_integer("cv_seed", 0, "Shuffles identities before dealing them to folds.")
+_CV_TRAIN_FRACTION = flags.DEFINE_float("cv_train_fraction", 1.0, "Train each fold on this "
+                                        "share of its people, scored on the same held-out fold.")
 _VARIANTS = flags.DEFINE_multi_string(
     "variants", [], "NAME: FLAGS..., a recipe variant: the flags are parsed on top of the "
     "recipe's (e.g. \"wide: --zoom_range=0.7,1.45 --translate=0.1\"). Repeat for more.")
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> None:
         experiment_flags.experiment_config_from_flags(), tuple(_BACKBONES.value),
         _WORK_DIR.value, _LATENCY_ITERATIONS.value, _OUTPUT_JSON.value, _CV_FOLDS.value,
         _CV_SEED.value, _variants(), _VALIDATE.value, tuple(_FRAMINGS.value),
-        _SELECT_BY.value, _CHECKPOINT.value).validated()
+        _SELECT_BY.value, _CHECKPOINT.value, _CV_TRAIN_FRACTION.value).validated()
   except (ValueError, KeyError) as e:
     usage.fail(e)
   try:

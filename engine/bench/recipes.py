@@ -47,6 +47,7 @@ from engine.bench.latency import LatencyConfig, run_latency_benchmark
 from engine.config import ExperimentConfig
 from engine.data.folds import FoldConfig, write_identity_folds
 from engine.data.integrity import file_sha256
+from engine.data.manifest import read_manifest
 from engine.eval import framing
 from engine.eval.evaluate import EvalConfig, evaluate
 from engine.run.restore import resolve_checkpoint
@@ -80,6 +81,9 @@ class RecipeTableConfig:
       fold's "worst_framing" accuracy (needs framings).
     checkpoint: the weights each run is scored with: "latest" (the final weights, EMA when
       the run kept them) or "best" (those the trainer chose on the very split scored).
+    cv_train_fraction: each fold run trains on this share of its training images (whole
+      people, engine.data.folds) and is scored on the same held-out fold: a point of the
+      learning curve (needs validate="none": the validation run would train on all of them).
   """
 
   experiment: ExperimentConfig
@@ -94,6 +98,7 @@ class RecipeTableConfig:
   framings: tuple[str, ...] = ()
   select_by: str = "accuracy"
   checkpoint: str = "latest"
+  cv_train_fraction: float = 1.0
 
   def validated(self) -> "RecipeTableConfig":
     if self.validate not in VALIDATE:
@@ -110,6 +115,12 @@ class RecipeTableConfig:
     if self.validate in ("best", "none") and not self.cv_folds:
       raise ValueError(f"validate={self.validate!r} scores by cross-validation: set cv_folds "
                        "(e.g. 5)")
+    if not 0 < self.cv_train_fraction <= 1:
+      raise ValueError(f"cv_train_fraction must be in (0, 1], got {self.cv_train_fraction}")
+    if self.cv_train_fraction < 1 and (not self.cv_folds or self.validate != "none"):
+      raise ValueError(f"cv_train_fraction={self.cv_train_fraction} trains the folds on part "
+                       "of their faces, a learning curve's point: set cv_folds and "
+                       "validate='none' (a validation run would train on all of them)")
     names = [name for name, _ in self.variants]
     if len(set(names)) != len(names) or any(not n or "/" in n or n == "folds" for n in names):
       raise ValueError(f"variant names must be distinct directory names, got {names}")
@@ -215,15 +226,18 @@ def cross_validate(config: RecipeTableConfig, candidate: Candidate) -> dict:
   Each fold run is scored on its held-out fold with `config.checkpoint`'s weights, as the
   full run is on the validation split, so the fold scores estimate what that protocol yields.
   """
-  fold_dirs = write_identity_folds(FoldConfig(
-      config.experiment.input.data_dir, os.path.join(config.work_dir, "folds"),
-      config.cv_folds, config.cv_seed))
+  fold_config = FoldConfig(config.experiment.input.data_dir,
+                           os.path.join(config.work_dir, "folds"), config.cv_folds,
+                           config.cv_seed, train_fraction=config.cv_train_fraction)
+  fold_dirs = write_identity_folds(fold_config)
   folds = []
-  for k, fold_dir in enumerate(fold_dirs):
+  for k, fold_dir in enumerate(fold_dirs):  # a subset's runs beside the whole folds' ones
     experiment = _variant(candidate.experiment, candidate.backbone,
-                          os.path.join(candidate.run_dir, f"fold-{k}"), fold_dir)
+                          os.path.join(candidate.run_dir, f"fold-{k}{fold_config.suffix}"),
+                          fold_dir)
     summary, report = _train_and_evaluate(experiment, config.framings, config.checkpoint)
     folds.append({"fold": k, "val_accuracy": report["metrics"]["accuracy"],
+                  "train_examples": read_manifest(fold_dir)["splits"]["train"]["num_examples"],
                   "checkpoint_step": report["checkpoint_step"],
                   "val_examples": report["num_examples"],
                   "train_minutes": summary["wall_seconds"] / 60,
@@ -291,8 +305,10 @@ def _validated_row(candidate: Candidate, cv: dict | None, config: RecipeTableCon
 def _cv_cell(cv: dict | None) -> str:
   if cv is None:
     return "-"
+  faces = np.mean([f["train_examples"] for f in cv["folds"]])
   return (f"{100 * cv['mean']:.2f}% ± {100 * cv['std']:.2f} "
-          f"({len(cv['folds'])} folds, {100 * cv['min']:.1f}-{100 * cv['max']:.1f})")
+          f"({len(cv['folds'])} folds, {100 * cv['min']:.1f}-{100 * cv['max']:.1f}; "
+          f"trained on {faces:,.0f} faces)")
 
 
 def _percent(value: float | None) -> str:
@@ -349,7 +365,8 @@ def run_recipe_table(config: RecipeTableConfig) -> dict:
   def write(rows: list[dict]) -> dict:
     report = {"experiment": json.loads(config.experiment.to_json()),
               "variants": {name: json.loads(e.to_json()) for name, e in config.variants},
-              "cv_folds": config.cv_folds, "validate": config.validate, "rows": rows,
+              "cv_folds": config.cv_folds, "cv_train_fraction": config.cv_train_fraction,
+              "validate": config.validate, "rows": rows,
               "framings": list(config.framings), "select_by": config.select_by,
               "checkpoint": config.checkpoint,
               "markdown": markdown_table(rows, bool(config.framings), config.checkpoint)}

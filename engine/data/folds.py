@@ -10,6 +10,10 @@ Each fold is an ordinary shard directory (`train` and `validation` splits, a man
 sizes and hashes), so every trainer, evaluator and benchmark reads it unchanged. Records are
 copied as serialized bytes: no JPEG is decoded or re-encoded, and a fold's shards are a
 function of the source shards, `num_folds` and `seed` alone.
+
+`train_fraction` < 1 keeps the same held-out faces but trains each fold on a subset of its
+training people (whole identities, about that share of the images): the points of a learning
+curve. The subsets are nested: a smaller fraction's people are a prefix of a larger one's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from engine.data import integrity, schema
 from engine.data.manifest import read_manifest, split_files
 
 FOLD_DIR = "fold-{index}-of-{count}"
+SUBSET_SUFFIX = "-train{percent}"  # a train_fraction < 1: fold-0-of-3-train50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,8 @@ class FoldConfig:
     num_folds: how many folds (>= 2).
     seed: shuffles identities before they are dealt to folds.
     split: the split that is cut into folds (the training partition).
+    train_fraction: the share of each fold's training images (whole people) it keeps; the
+      held-out fold is unchanged.
   """
 
   data_dir: str
@@ -46,6 +53,18 @@ class FoldConfig:
   num_folds: int = 5
   seed: int = 0
   split: str = "train"
+  train_fraction: float = 1.0
+
+  @property
+  def suffix(self) -> str:
+    """What sets a subset's directories apart: "" for whole folds, "-train50" for 0.5."""
+    if self.train_fraction >= 1:
+      return ""
+    return SUBSET_SUFFIX.format(percent=f"{100 * self.train_fraction:g}")
+
+  def fold_dir(self, index: int) -> str:
+    return os.path.join(self.output_dir,
+                        FOLD_DIR.format(index=index, count=self.num_folds) + self.suffix)
 
 
 def _labels_and_identities(files: list[str], manifest: dict) -> tuple[list[bytes], np.ndarray,
@@ -80,6 +99,24 @@ def assign_folds(identities: np.ndarray, num_folds: int, seed: int) -> np.ndarra
   return np.array([fold_of_person[int(i)] for i in identities])
 
 
+def subsample_people(identities: np.ndarray, members: np.ndarray, fraction: float,
+                     seed: int) -> np.ndarray:
+  """The members (indices into `identities`) of the first people, in an order drawn from
+  `seed`, that hold `fraction` of the members' images (the last person whole).
+
+  Every fold ranks people by the same order, so a smaller fraction's people are a prefix
+  of a larger one's: nested subsets, one learning curve."""
+  if fraction >= 1:
+    return members
+  people = np.unique(identities)
+  rank = dict(zip(people.tolist(), np.random.default_rng([seed, 1]).permutation(len(people))))
+  own, counts = np.unique(identities[members], return_counts=True)
+  order = np.argsort([rank[int(p)] for p in own], kind="stable")
+  before = np.cumsum(counts[order]) - counts[order]  # images kept before each person
+  kept = own[order][before < fraction * len(members)]
+  return members[np.isin(identities[members], kept)]
+
+
 def _write_split(path: str, records: list[bytes]) -> None:
   tmp = path + ".tmp"
   with tf.io.TFRecordWriter(tmp) as writer:
@@ -97,6 +134,8 @@ def _fold_manifest(source: dict, config: FoldConfig, index: int, splits: dict,
                       "source_dir": os.path.abspath(config.data_dir), "split": config.split,
                       "source_shards": [s["sha256"] for s in
                                         source["splits"][config.split]["shards"]]}
+  if config.train_fraction < 1:  # absent at 1: folds written before the option stay current
+    manifest["fold"]["train_fraction"] = config.train_fraction
   return manifest
 
 
@@ -125,14 +164,16 @@ def write_identity_folds(config: FoldConfig) -> list[str]:
   source = read_manifest(config.data_dir)
   if config.num_folds < 2:
     raise ValueError(f"num_folds={config.num_folds}: cross-validation needs at least 2 folds")
+  if not 0 < config.train_fraction <= 1:
+    raise ValueError(f"train_fraction={config.train_fraction}: the share of each fold's "
+                     "training images to keep must be in (0, 1]")
   if not source.get("has_identity"):
     raise ValueError(f"{config.data_dir}: identity-disjoint folds need identities in the shards "
                      "(CelebA's identity_CelebA.txt when sharding)")
   if config.split not in source["splits"]:
     raise ValueError(f"{config.data_dir}: no split {config.split!r} to cut into folds "
                      f"(has {sorted(source['splits'])})")
-  dirs = [os.path.join(config.output_dir, FOLD_DIR.format(index=k, count=config.num_folds))
-          for k in range(config.num_folds)]
+  dirs = [config.fold_dir(k) for k in range(config.num_folds)]
   expected = [_fold_manifest(source, config, k, {}, [])["fold"] for k in range(config.num_folds)]
   if all(_is_current(d, e) for d, e in zip(dirs, expected)):
     return dirs
@@ -149,15 +190,16 @@ def write_identity_folds(config: FoldConfig) -> list[str]:
       shutil.rmtree(fold_dir)  # from other shards or options: never mix the two
     os.makedirs(fold_dir)
     splits = {}
-    for split, members in (("train", np.flatnonzero(folds != k)),
-                           ("validation", np.flatnonzero(folds == k))):
+    train = subsample_people(identities, np.flatnonzero(folds != k), config.train_fraction,
+                             config.seed)
+    for split, members in (("train", train), ("validation", np.flatnonzero(folds == k))):
       path = os.path.join(fold_dir, schema.FILENAME_TEMPLATE.format(
           DATASET=name, SPLIT=split, FILEFORMAT="tfrecord", SHARD_X_OF_Y="00000-of-00001"))
       _write_split(path, [records[i] for i in members])
       splits[split] = {"num_examples": int(len(members)),
                        "class_counts": _class_counts(columns, members),
                        "shards": [integrity.shard_entry(path, int(len(members)))]}
-    train_people = sorted({int(i) for i in identities[folds != k]})
+    train_people = sorted({int(i) for i in identities[train]})
     # The manifest goes last: a fold directory without one is incomplete and rewritten.
     atomic_write_json(os.path.join(fold_dir, schema.MANIFEST),
                       _fold_manifest(source, config, k, splits, train_people))

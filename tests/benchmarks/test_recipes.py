@@ -173,6 +173,22 @@ def test_validate_none_cross_validates_and_leaves_validation_untouched(celeba_sh
   assert not (run_dir / "summary.json").exists()
   assert json.loads(out.read_text())["validate"] == "none"
 
+  # A learning curve's point: the same held-out faces, half the training people, its own runs.
+  whole_runs = [(run_dir / f"fold-{k}" / "summary.json").stat().st_mtime for k in (0, 1)]
+  half = run_recipe_table(RecipeTableConfig(
+      tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1),
+      backbones=("tiny_resnet",), work_dir=str(tmp_path / "runs"), cv_folds=2,
+      validate="none", cv_train_fraction=0.5))
+  whole_folds, half_folds = (r["cross_validation"]["folds"] for r in (row, half["rows"][0]))
+  for k, (w, h) in enumerate(zip(whole_folds, half_folds)):
+    assert h["val_examples"] == w["val_examples"]
+    assert w["train_examples"] / 2 <= h["train_examples"] < w["train_examples"]
+    assert (run_dir / f"fold-{k}-train50" / "summary.json").exists()
+  assert [(run_dir / f"fold-{k}" / "summary.json").stat().st_mtime for k in (0, 1)] == whole_runs
+  assert half["cv_train_fraction"] == 0.5
+  faces = sum(h["train_examples"] for h in half_folds) / 2
+  assert f"trained on {faces:,.0f} faces" in half["markdown"]
+
 
 def test_a_variant_with_its_own_backbone_is_one_candidate_on_it(celeba_shards, tmp_path):
   base = tiny_experiment(celeba_shards, str(tmp_path / "unused"), epochs=1)
@@ -195,6 +211,8 @@ def test_the_best_candidate_is_chosen_by_the_asked_score():
     ({"framings": ("clean", "sideways")}, "unknown framing 'sideways'"),
     ({"select_by": "robustness"}, "select_by must be one of"),
     ({"checkpoint": "final"}, "checkpoint must be one of latest, best"),
+    ({"cv_train_fraction": 1.5}, r"cv_train_fraction must be in \(0, 1\]"),
+    ({"cv_train_fraction": 0.5, "cv_folds": 2}, "set cv_folds and validate='none'"),
 ])
 def test_bad_selection_is_refused_before_training(celeba_shards, tmp_path, kwargs, match):
   with pytest.raises(ValueError, match=match):

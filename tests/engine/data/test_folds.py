@@ -77,3 +77,31 @@ def test_refuses_what_cannot_be_folded(celeba_shards, tmp_path):
     write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), num_folds=1))
   with pytest.raises(ValueError, match="no split 'test_set'"):
     write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), split="test_set"))
+
+
+def test_a_train_fraction_keeps_whole_people_nested_and_the_held_out_faces(celeba_shards,
+                                                                            tmp_path):
+  whole = write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), 3, seed=1))
+  half = write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), 3, seed=1,
+                                         train_fraction=0.5))
+  most = write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), 3, seed=1,
+                                         train_fraction=0.75))
+  assert half[0] == whole[0] + "-train50" and most[0] == whole[0] + "-train75"
+  for full_dir, half_dir, most_dir in zip(whole, half, most):
+    assert _records(half_dir, "validation") == _records(full_dir, "validation")
+    train = {d: _records(d, "train") for d in (full_dir, half_dir, most_dir)}
+    people = {d: collections.Counter(i for _, i in records) for d, records in train.items()}
+    for person, count in people[half_dir].items():  # whole people, each with every image
+      assert people[full_dir][person] == count
+    assert set(people[half_dir]) < set(people[most_dir]) < set(people[full_dir])
+    n, largest = len(train[full_dir]), max(people[full_dir].values())
+    assert n / 2 <= len(train[half_dir]) < n / 2 + largest
+    assert {r for r, _ in train[half_dir]} <= {r for r, _ in train[full_dir]}
+    manifest = read_manifest(half_dir)
+    integrity.verify_shards(half_dir, manifest, full=True)
+    assert manifest["fold"]["train_fraction"] == 0.5
+    assert manifest["splits"]["train"]["num_examples"] == len(train[half_dir])
+    assert manifest["identities"] == sorted(people[half_dir])
+  assert "train_fraction" not in read_manifest(whole[0])["fold"]
+  with pytest.raises(ValueError, match=r"train_fraction=0: .* \(0, 1\]"):
+    write_identity_folds(FoldConfig(celeba_shards, str(tmp_path), 3, train_fraction=0))
