@@ -9,7 +9,7 @@ per person; the same face in train and held-out would flatter the estimate the s
 Each fold is an ordinary shard directory (`train` and `validation` splits, a manifest with
 sizes and hashes), so every trainer, evaluator and benchmark reads it unchanged. Records are
 copied as serialized bytes: no JPEG is decoded or re-encoded, and a fold's shards are a
-function of the source shards, `num_folds` and `seed` alone.
+function of the source shards, `num_folds`, `seed` and `train_fraction` alone.
 
 `train_fraction` < 1 keeps the same held-out faces but trains each fold on a subset of its
 training people (whole identities, about that share of the images): the points of a learning
